@@ -1,0 +1,5 @@
+"""``python -m edgeprune`` = the ``edgeprune`` command."""
+
+from edgeprune.cli import run
+
+run()

@@ -1,0 +1,213 @@
+"""Evaluation and calibration/training splits, resolved from the user's data options.
+
+The evaluation split is never used to calibrate or train: when only one set is given,
+a calibration subset is held out of it (deterministically, by seed) and the rest is
+evaluated. Both subsets are recorded in manifests (ids + content hash) so a run can be
+reproduced and a changed data set is noticed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeprune.data.preprocess import Preprocess
+from edgeprune.data.sources import (
+    ImageFolderSource,
+    Source,
+    callable_source,
+    idx_pair,
+    npz_source,
+)
+from edgeprune.errors import InputError
+
+_CALLABLE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+@dataclass
+class DataOptions:
+    """Where the data is and how much of it each split uses."""
+
+    data: str | None = None
+    eval_data: str | None = None
+    train_data: str | None = None
+    calib_size: int = 300
+    eval_limit: int | None = None
+    seed: int = 0
+
+
+@dataclass
+class Subset:
+    """Chosen indices of a source, with a manifest describing them."""
+
+    source: Source
+    indices: np.ndarray
+    role: str  # "eval" | "calibration" | "train"
+    how: str
+    content_sha256: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def ids(self) -> list[str]:
+        return [self.source.sample_id(int(i)) for i in self.indices]
+
+    def labels(self) -> np.ndarray:
+        return np.asarray([self.source.label(int(i)) for i in self.indices], dtype=np.int64)
+
+    def manifest(self) -> dict[str, Any]:
+        ids = self.ids()
+        return {
+            "role": self.role,
+            "source": self.source.description,
+            "count": len(ids),
+            "selection": self.how,
+            "ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
+            "content_sha256": self.content_sha256,
+            "ids": ids,
+            **self.extra,
+        }
+
+
+@dataclass
+class Splits:
+    eval: Subset
+    calibration: Subset
+    train: Source  # the whole training split (recovery and QAT read it)
+
+
+def open_source(spec: str, split: str) -> tuple[Source, Source | None]:
+    """One data spec → (this split's source, the other split if the spec holds both)."""
+    path = Path(spec)
+    if not path.exists() and _CALLABLE.match(spec):
+        return callable_source(spec, split), None
+    if not path.exists():
+        raise InputError(
+            f"data path {path} does not exist",
+            fix="pass an ImageFolder directory, a directory of IDX files, an .npz file, or "
+            "module:callable",
+        )
+    if path.is_file():
+        if path.suffix == ".npz":
+            return npz_source(path), None
+        raise InputError(
+            f"data file {path} is not a supported format",
+            fix="pass an .npz (images, labels), an ImageFolder directory or IDX files' folder",
+        )
+    train_idx = idx_pair(path, "train")
+    test_idx = idx_pair(path, "t10k") or idx_pair(path, "test")
+    if train_idx or test_idx:
+        return (test_idx or train_idx), (train_idx if test_idx else None)  # type: ignore[return-value]
+    test_dir = next((path / n for n in ("test", "val", "validation") if (path / n).is_dir()), None)
+    if (path / "train").is_dir() and test_dir is not None:
+        return ImageFolderSource(test_dir), ImageFolderSource(path / "train")
+    return ImageFolderSource(path), None
+
+
+def resolve_splits(options: DataOptions) -> Splits:
+    """Decide the evaluation set, the training set and the calibration subset."""
+    if not (options.data or options.eval_data):
+        raise InputError(
+            "no data given", fix="pass --data (or --eval-data and --train-data)"
+        )
+    if options.calib_size < 1:
+        raise InputError(
+            f"--calib-size {options.calib_size} must be at least 1",
+            fix="pass e.g. --calib-size 300",
+        )
+    eval_src: Source | None = None
+    train_src: Source | None = None
+    if options.data:
+        eval_src, train_src = open_source(options.data, "eval")
+    if options.eval_data:
+        eval_src, _ = open_source(options.eval_data, "eval")
+    if options.train_data:
+        train_src, _ = open_source(options.train_data, "train")
+    assert eval_src is not None
+    rng = np.random.default_rng(options.seed)
+    eval_pool = np.arange(len(eval_src))
+    if train_src is None:
+        if len(eval_src) <= options.calib_size:
+            raise InputError(
+                f"{eval_src.description} has {len(eval_src)} images: too few to hold out "
+                f"{options.calib_size} for calibration and still evaluate",
+                fix="pass a separate training split with --train-data, or a smaller "
+                "--calib-size",
+            )
+        held = np.sort(rng.choice(len(eval_src), options.calib_size, replace=False))
+        calibration = Subset(
+            eval_src, held, "calibration",
+            f"held out of the evaluation source: uniform without replacement, seed {options.seed}",
+        )
+        eval_pool = np.setdiff1d(eval_pool, held)
+        train_src = eval_src
+    else:
+        count = min(options.calib_size, len(train_src))
+        picked = np.sort(rng.choice(len(train_src), count, replace=False))
+        calibration = Subset(
+            train_src, picked, "calibration",
+            f"uniform without replacement from the training split, seed {options.seed}",
+        )
+    how = "all images of the evaluation split"
+    if options.eval_limit is not None and options.eval_limit < len(eval_pool):
+        if options.eval_limit < 1:
+            raise InputError(
+                f"--eval-limit {options.eval_limit} must be at least 1", fix="pass e.g. 1000"
+            )
+        eval_pool = np.sort(rng.choice(eval_pool, options.eval_limit, replace=False))
+        how = f"uniform subset of {options.eval_limit} without replacement, seed {options.seed}"
+    return Splits(Subset(eval_src, eval_pool, "eval", how), calibration, train_src)
+
+
+def iter_batches(
+    subset: Subset,
+    preprocess: Preprocess,
+    batch_size: int,
+    on_batch: Callable[[int], None] | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Preprocessed (images float32 NCHW, labels int64) batches, in manifest order."""
+    for start in range(0, len(subset), batch_size):
+        chunk = subset.indices[start : start + batch_size]
+        images = [_prepare(subset.source, int(i), preprocess) for i in chunk]
+        labels = np.asarray([subset.source.label(int(i)) for i in chunk], dtype=np.int64)
+        if on_batch:
+            on_batch(len(chunk))
+        yield np.stack(images), labels
+
+
+def _prepare(source: Source, index: int, preprocess: Preprocess) -> np.ndarray:
+    raw = source.image(index)
+    if source.preprocessed:
+        return np.asarray(raw, dtype=np.float32)
+    try:
+        return preprocess(raw)
+    except InputError:
+        raise
+    except (ValueError, OSError) as exc:
+        raise InputError(
+            f"cannot preprocess sample {source.sample_id(index)} of {source.description}: {exc}",
+            fix="check --input-size/--channels against the images",
+        ) from exc
+
+
+def materialize(
+    subset: Subset, preprocess: Preprocess, on_batch: Callable[[int], None] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decode and preprocess a whole subset (this is also the validation that every image
+    decodes), and stamp its content hash into the manifest."""
+    xs, ys = [], []
+    digest = hashlib.sha256()
+    for images, labels in iter_batches(subset, preprocess, 256, on_batch):
+        xs.append(images)
+        ys.append(labels)
+        digest.update(images.tobytes())
+        digest.update(labels.tobytes())
+    subset.content_sha256 = digest.hexdigest()
+    return np.concatenate(xs), np.concatenate(ys)

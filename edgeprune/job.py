@@ -1,0 +1,39 @@
+"""``edgeprune compile``: the stage list, the run, the report and the exit code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jsonschema
+
+from edgeprune.errors import EXIT_BUDGET_MISSED, EXIT_OK
+from edgeprune.pipeline import PipelineConfig, RunContext, Stage, run_stages, write_json_atomic
+from edgeprune.report.build import build_report, schema
+from edgeprune.stages.baseline import BaselineStage
+from edgeprune.stages.compile_stage import CompileStage
+from edgeprune.stages.evaluate import EvaluateStage
+from edgeprune.stages.export_stage import ExportStage
+from edgeprune.stages.load import LoadStage
+from edgeprune.stages.profile_stage import ProfileStage
+from edgeprune.stages.slots import default_slots
+from edgeprune.stages.verdict import VerdictStage
+from edgeprune.ui import UI
+
+
+def build_stages(config: PipelineConfig) -> list[Stage]:
+    """load → baseline → prune → recover → quantize → export → compile → profile →
+    evaluate → verdict."""
+    return [
+        LoadStage(), BaselineStage(), *default_slots(), ExportStage(), CompileStage(),
+        ProfileStage(), EvaluateStage(), VerdictStage(),
+    ]
+
+
+def run_compile(config: PipelineConfig, ui: UI) -> tuple[dict[str, Any], int]:
+    """Run every stage, write out/report.json (validated against its schema)."""
+    ctx = RunContext(config, ui)
+    records = run_stages(build_stages(config), ctx)
+    report = build_report(ctx, records)
+    jsonschema.validate(report, schema())
+    write_json_atomic(config.out_dir / "report.json", report)
+    return report, EXIT_OK if report["passed"] else EXIT_BUDGET_MISSED

@@ -1,0 +1,226 @@
+"""Safe model loading and model statistics (params, FLOPs, serialized size).
+
+Checkpoints are untrusted input: they load with ``weights_only=True``. A full pickled
+module executes code on load, so it is accepted only with an explicit trust flag.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import pickle
+import re
+import warnings
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgeprune.data.sources import import_callable
+from edgeprune.errors import InputError
+
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "module", "weights")
+PREFIXES = ("module.", "_orig_mod.", "model.")
+
+
+@dataclass
+class ArchSpec:
+    """How to build the architecture: ``module:callable`` plus keyword arguments."""
+
+    target: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def build(self) -> nn.Module:
+        factory = import_callable(self.target, what="arch")
+        try:
+            model = factory(**self.kwargs)
+        except TypeError as exc:
+            raise InputError(
+                f"--arch {self.target} rejected its arguments {self.kwargs}: {exc}",
+                fix="check --arch-kwargs against the callable's signature",
+            ) from exc
+        if not isinstance(model, nn.Module):
+            raise InputError(
+                f"--arch {self.target} returned {type(model).__name__}, not a torch.nn.Module",
+                fix="point --arch at a function or class that builds the model",
+            )
+        return model
+
+
+def parse_arch(value: str | None, kwargs_json: str | None) -> ArchSpec | None:
+    """``resnet20`` (a zoo name), or ``pkg.module:callable``; kwargs as a JSON object."""
+    if value is None:
+        return None
+    kwargs: dict[str, Any] = {}
+    if kwargs_json:
+        try:
+            kwargs = json.loads(kwargs_json)
+        except json.JSONDecodeError as exc:
+            raise InputError(
+                f"--arch-kwargs is not valid JSON: {exc}",
+                fix='pass a JSON object, e.g. --arch-kwargs \'{"num_classes": 10}\'',
+            ) from exc
+        if not isinstance(kwargs, dict):
+            raise InputError("--arch-kwargs must be a JSON object", fix='e.g. {"num_classes": 10}')
+    target = value if ":" in value else f"edgeprune.zoo:{value}"
+    return ArchSpec(target, kwargs)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_checkpoint(path: Path, trust_pickle: bool) -> Any:
+    """torch.load with ``weights_only=True`` unless the user trusts the file."""
+    if not path.exists():
+        raise InputError(f"model file {path} does not exist", fix="check the path to MODEL")
+    if not path.is_file():
+        raise InputError(f"model path {path} is not a file", fix="pass a .pt/.pth checkpoint")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about old pickle protocols
+            return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:Check the doc|$)", str(exc),
+                          re.DOTALL)
+        what = " ".join(found.group(1).split()).split(". Please")[0] if found else "objects"
+        raise InputError(
+            f"{path} contains pickled Python objects that would execute code on load "
+            f"({what}); edgeprune loads checkpoints with weights_only=True and refuses it",
+            fix="save a state_dict instead (torch.save(model.state_dict(), path)) and pass "
+            "--arch; or, ONLY if you trust whoever made the file, pass --trust-pickle",
+        ) from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise InputError(
+            f"cannot read checkpoint {path}: it is truncated or not a PyTorch file "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",
+            fix="re-save or re-copy the checkpoint (torch.save(model.state_dict(), path))",
+        ) from exc
+
+
+def extract_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    """Unwrap the usual containers and strip DataParallel / compile prefixes."""
+    if isinstance(obj, nn.Module):
+        obj = obj.state_dict()
+    for _ in range(3):
+        if isinstance(obj, Mapping) and not _is_tensor_map(obj):
+            inner = next((obj[k] for k in WRAPPER_KEYS if k in obj), None)
+            if isinstance(inner, nn.Module):
+                inner = inner.state_dict()
+            if inner is None:
+                break
+            obj = inner
+    if not isinstance(obj, Mapping) or not _is_tensor_map(obj):
+        keys = sorted(obj)[:8] if isinstance(obj, Mapping) else type(obj).__name__
+        raise InputError(
+            f"{path} holds no state_dict (found {keys})",
+            fix="save torch.save(model.state_dict(), path), or a dict with a 'state_dict' "
+            "or 'model' entry",
+        )
+    return {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+
+
+def align_prefixes(state: dict[str, torch.Tensor], own: Mapping[str, Any]) -> dict:
+    """Strip a wrapper prefix (DataParallel's ``module.``, torch.compile's ``_orig_mod.``)
+    when that makes the checkpoint's keys match the model's better."""
+    best, best_overlap = state, len(own.keys() & state.keys())
+    for prefix in PREFIXES:
+        if state and all(k.startswith(prefix) for k in state):
+            stripped = {k[len(prefix) :]: v for k, v in state.items()}
+            overlap = len(own.keys() & stripped.keys())
+            if overlap > best_overlap:
+                best, best_overlap = stripped, overlap
+    return best
+
+
+def _is_tensor_map(obj: Mapping) -> bool:
+    return bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], path: Path, arch: str) -> None:
+    """Strict loading with a readable diff; a missing ``num_batches_tracked`` is harmless."""
+    own = model.state_dict()
+    state = align_prefixes(state, own)
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+        if shapes:
+            parts.append(f"{len(shapes)} with other shapes (e.g. {'; '.join(shapes[:2])})")
+        raise InputError(
+            f"checkpoint {path} does not match --arch {arch}: " + ", ".join(parts),
+            fix="pass the --arch (and --arch-kwargs, e.g. num_classes) the checkpoint was "
+            "trained with",
+        )
+    model.load_state_dict(state, strict=False)
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    arch: ArchSpec | None
+    sha256: str
+
+
+def load_model(path: Path, arch: ArchSpec | None, trust_pickle: bool) -> LoadedModel:
+    """Build the architecture and load the checkpoint into it (or use a trusted module)."""
+    obj = read_checkpoint(path, trust_pickle)
+    if arch is None and isinstance(obj, Mapping) and isinstance(obj.get("arch"), str):
+        hint = str(obj["arch"])
+        if hint.startswith("edgeprune."):  # only our own shipped architectures
+            arch = ArchSpec(hint, dict(obj.get("arch_kwargs") or {}))
+    if arch is None:
+        module = obj if isinstance(obj, nn.Module) else None
+        if module is None and isinstance(obj, Mapping):
+            module = next((v for v in obj.values() if isinstance(v, nn.Module)), None)
+        if module is None:
+            raise InputError(
+                f"{path} holds weights only, so edgeprune needs the architecture",
+                fix="pass --arch module:callable (e.g. --arch mypkg.nets:resnet20, or a zoo "
+                "name such as --arch resnet20) and --arch-kwargs if it takes arguments",
+            )
+        return LoadedModel(module.eval(), None, file_sha256(path))
+    model = arch.build()
+    load_weights(model, extract_state_dict(obj, path), path, arch.target)
+    return LoadedModel(model.eval(), arch, file_sha256(path))
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """FLOPs of one forward pass at batch 1, counted by ``torch.utils.flop_counter``
+    (a multiply-add counts as 2 FLOPs)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    shape = (1, *input_shape[1:])
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model.eval()(torch.zeros(shape))
+    return int(counter.get_total_flops())
+
+
+def state_dict_bytes(model: nn.Module) -> int:
+    """Size of the serialized FP32 state_dict: the uncompressed model's storage cost."""
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.tell()

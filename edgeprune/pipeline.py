@@ -1,0 +1,225 @@
+"""Stage order, the workspace under ``out/``, caching and resume.
+
+Every stage writes ``out/NN-stage/`` (artifacts + ``metrics.json``) atomically: it works
+in a temporary folder that is renamed into place only when the stage succeeded, so an
+interrupted run leaves either a complete stage or none. A stage's cache key chains its
+own config with the key of the stage before it, so a change anywhere re-runs exactly
+the stages downstream of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from edgeprune import __version__
+from edgeprune.config import Budget, TargetProfile
+from edgeprune.data.preprocess import Preprocess
+from edgeprune.data.splits import DataOptions, Splits, materialize, resolve_splits
+from edgeprune.errors import InputError
+from edgeprune.export import ParityTolerance
+from edgeprune.model import ArchSpec
+from edgeprune.ui import UI
+
+METRICS = "metrics.json"
+MODEL_ARTIFACT = "model.pt"
+
+
+@dataclass
+class PipelineConfig:
+    """Everything a run depends on; stages fingerprint the parts they use."""
+
+    model_path: Path
+    arch: ArchSpec | None
+    data: DataOptions
+    preprocess: Preprocess
+    target: TargetProfile
+    precision: str
+    budget: Budget
+    out_dir: Path
+    trust_pickle: bool = False
+    exporter: str = "dynamo"
+    opset: int | None = None
+    parity: ParityTolerance = field(default_factory=ParityTolerance)
+    eval_batch: int = 64
+    fresh: bool = False
+    command: list[str] = field(default_factory=list)
+
+
+class Stage(Protocol):
+    """One pipeline step: a name, what its output depends on, and how to make it."""
+
+    name: str
+
+    def fingerprint(self, ctx: RunContext) -> dict[str, Any]: ...
+
+    def run(self, ctx: RunContext, workdir: Path) -> dict[str, Any]: ...
+
+
+@dataclass
+class StageRecord:
+    index: int
+    name: str
+    status: str  # "ran" | "cached" | "skipped"
+    seconds: float
+    metrics: dict[str, Any]
+    dir: Path
+
+
+class RunContext:
+    """Shared state of one run: config, the stage records so far, and lazily loaded
+    data (decoded once per run, whichever stage needs it first)."""
+
+    def __init__(self, config: PipelineConfig, ui: UI) -> None:
+        self.config = config
+        self.ui = ui
+        self.records: dict[str, StageRecord] = {}
+        self._splits: Splits | None = None
+        self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    # --- data -------------------------------------------------------------------------
+    def splits(self) -> Splits:
+        if self._splits is None:
+            self._splits = resolve_splits(self.config.data)
+        return self._splits
+
+    def arrays(self, role: str) -> tuple[np.ndarray, np.ndarray]:
+        """Preprocessed (images, labels) of the "eval" or "calibration" subset."""
+        if role not in self._arrays:
+            subset = self.splits().eval if role == "eval" else self.splits().calibration
+            with self.ui.task(f"decoding {role} images", len(subset)) as advance:
+                self._arrays[role] = materialize(subset, self.config.preprocess, advance)
+        return self._arrays[role]
+
+    def input_shape(self) -> tuple[int, int, int, int]:
+        images, _ = self.arrays("calibration")
+        return (self.config.target.batch, *images.shape[1:])  # type: ignore[return-value]
+
+    # --- artifacts --------------------------------------------------------------------
+    def metrics(self, stage: str) -> dict[str, Any]:
+        return self.records[stage].metrics
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.records[stage].dir
+
+    def latest_model_path(self) -> Path:
+        """The newest model artifact: what prune/recover/quantize produced, or load's."""
+        for record in reversed(list(self.records.values())):
+            candidate = record.dir / MODEL_ARTIFACT
+            if candidate.is_file():
+                return candidate
+        raise RuntimeError("no model artifact yet: the load stage must run first")
+
+    def load_model(self, path: Path | None = None) -> torch.nn.Module:
+        from edgeprune.stages.load import read_model_artifact
+
+        return read_model_artifact(path or self.latest_model_path(), self.config.trust_pickle)
+
+
+def stage_key(stage: Stage, ctx: RunContext, upstream: str) -> str:
+    payload = {"stage": stage.name, "version": __version__, "upstream": upstream,
+               "config": stage.fingerprint(ctx)}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def check_output_dir(out_dir: Path) -> None:
+    """Fail before any work if the output directory cannot be written."""
+    probe_dir = out_dir
+    while not probe_dir.exists():
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir() or not os.access(probe_dir, os.W_OK | os.X_OK):
+        raise InputError(
+            f"output directory {out_dir} is not writable ({probe_dir} "
+            f"{'is not a directory' if not probe_dir.is_dir() else 'denies write access'})",
+            fix="pass --out with a directory you can write to",
+        )
+
+
+def run_stages(stages: Sequence[Stage], ctx: RunContext) -> list[StageRecord]:
+    """Run (or reuse) each stage in order."""
+    out = ctx.config.out_dir
+    created = not out.exists()
+    try:
+        return _run_all(stages, ctx)
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a run that failed before any stage finished leaves nothing behind
+        raise
+
+
+def _run_all(stages: Sequence[Stage], ctx: RunContext) -> list[StageRecord]:
+    out = ctx.config.out_dir
+    upstream = ""
+    for index, stage in enumerate(stages, start=1):
+        key = stage_key(stage, ctx, upstream)
+        final_dir = out / f"{index:02d}-{stage.name}"
+        cached = _cached_metrics(final_dir, key) if not ctx.config.fresh else None
+        if cached is not None:
+            record = StageRecord(index, stage.name, "cached", cached.get("seconds", 0.0),
+                                 cached, final_dir)
+        else:
+            record = _run_one(stage, ctx, index, key, final_dir)
+        ctx.records[stage.name] = record
+        ctx.ui.stage(index, stage.name, record.status, record.metrics.get("summary", ""))
+        upstream = key
+    return list(ctx.records.values())
+
+
+def _cached_metrics(stage_dir: Path, key: str) -> dict[str, Any] | None:
+    try:
+        metrics = json.loads((stage_dir / METRICS).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return metrics if metrics.get("key") == key else None
+
+
+def _run_one(stage: Stage, ctx: RunContext, index: int, key: str, final_dir: Path) -> StageRecord:
+    out = ctx.config.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    workdir = out / f".{final_dir.name}.partial"
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir()
+    # Later stages look artifacts up through the record: point it at the work folder
+    # while the stage runs, then at the final folder.
+    ctx.records[stage.name] = StageRecord(index, stage.name, "running", 0.0, {}, workdir)
+    started = time.perf_counter()
+    try:
+        metrics = stage.run(ctx, workdir)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        del ctx.records[stage.name]
+        raise
+    seconds = time.perf_counter() - started
+    status = "skipped" if metrics.get("skipped") else "ran"
+    metrics = {"stage": stage.name, "key": key, "status": status, "seconds": seconds, **metrics}
+    write_json_atomic(workdir / METRICS, metrics)
+    shutil.rmtree(final_dir, ignore_errors=True)
+    workdir.rename(final_dir)
+    return StageRecord(index, stage.name, status, seconds, metrics, final_dir)
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON through a temporary file and a rename: never a half-written file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
+    tmp.replace(path)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")

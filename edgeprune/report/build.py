@@ -1,0 +1,80 @@
+"""Assemble ``out/report.json`` from the stages' metrics (schema: report.schema.json)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+from edgeprune.pipeline import RunContext, StageRecord
+from edgeprune.report.environment import environment
+
+SCHEMA_VERSION = "1.0"
+
+
+def schema() -> dict[str, Any]:
+    return json.loads((resources.files("edgeprune.report") / "report.schema.json").read_text())
+
+
+def _side(accuracy: float, samples: int, runtime: str, latency: dict[str, Any], flops: int,
+          params: int, size: int, precision: str, runtime_info: dict[str, Any]) -> dict:
+    return {
+        "accuracy": accuracy,
+        "accuracy_samples": samples,
+        "accuracy_runtime": runtime,
+        "latency_ms": latency,
+        "flops": flops,
+        "params": params,
+        "size_bytes": size,
+        "precision": precision,
+        "runtime": runtime_info,
+    }
+
+
+def build_report(ctx: RunContext, records: list[StageRecord]) -> dict[str, Any]:
+    c = ctx.config
+    load, base = ctx.metrics("load"), ctx.metrics("baseline")
+    export, compiled = ctx.metrics("export"), ctx.metrics("compile")
+    profile, evaluate, verdict = (ctx.metrics(s) for s in ("profile", "evaluate", "verdict"))
+    baseline = _side(
+        base["accuracy"], base["accuracy_samples"], "pytorch",
+        profile["baseline"]["latency_ms"], base["flops"], base["params"],
+        base["compiled"]["size_bytes"], base["precision"], profile["baseline"]["runtime"],
+    )
+    final = _side(
+        evaluate["accuracy"], evaluate["accuracy_samples"], evaluate["accuracy_runtime"],
+        profile["final"]["latency_ms"], export["model"]["flops"], export["model"]["params"],
+        compiled["size_bytes"], compiled["precision"], evaluate["runtime"],
+    )
+    baseline["memory"], final["memory"] = profile["baseline"]["memory"], profile["final"]["memory"]
+    baseline["state_dict_bytes"] = base["size_bytes"]
+    final["onnx_bytes"] = export["onnx_bytes"]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": c.command,
+        "passed": verdict["passed"],
+        "verdict": {k: verdict[k] for k in (
+            "accuracy_drop", "accuracy_ok", "latency_ok", "latency_checked",
+            "latency_measured_ms", "reasons")},
+        "budget": {"max_drop": c.budget.max_drop, "latency_ms": c.budget.latency_ms,
+                   "percentile": c.budget.percentile},
+        "model": {"path": str(c.model_path), "sha256": load["model_sha256"],
+                  "arch": load["arch"], "arch_kwargs": load["arch_kwargs"],
+                  "input_shape": load["input_shape"]},
+        "data": {"eval": load["eval"], "calibration": load["calibration"],
+                 "manifests": {k: str(ctx.stage_dir("load") / v)
+                               for k, v in load["manifests"].items()}},
+        "target": c.target.to_dict(),
+        "baseline": baseline,
+        "final": final,
+        "speedup": profile["speedup_vs_baseline"],
+        "export": {k: export[k] for k in ("exporter", "opset", "onnx_bytes", "parity")},
+        "stages": [
+            {"index": r.index, "name": r.name, "status": r.status, "seconds": r.seconds,
+             "dir": str(r.dir), "summary": r.metrics.get("summary", "")}
+            for r in records
+        ],
+        "environment": environment(),
+    }

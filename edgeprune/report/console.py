@@ -1,0 +1,66 @@
+"""The readable summary printed at the end of ``edgeprune compile``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _ratio(base: float, final: float, invert: bool = False) -> str:
+    if not base or not final:
+        return ""
+    r = base / final if not invert else final / base
+    return f"{r:.2f}x"
+
+
+def print_summary(report: dict[str, Any], console: Console) -> None:
+    b, f = report["baseline"], report["final"]
+    table = Table(title=f"edgeprune: {report['model']['arch']} on {report['target']['name']}",
+                  title_justify="left")
+    table.add_column("")
+    table.add_column("baseline", justify="right")
+    table.add_column("final", justify="right")
+    table.add_column("ratio", justify="right")
+    table.add_row("top-1 (%)", f"{b['accuracy']:.2f} ({b['accuracy_runtime']})",
+                  f"{f['accuracy']:.2f} ({f['accuracy_runtime']})",
+                  f"{-report['verdict']['accuracy_drop']:+.2f} pts")
+    for p in ("p50", "p90", "p99"):
+        table.add_row(f"latency {p} (ms)", _ms(b["latency_ms"][p]), _ms(f["latency_ms"][p]),
+                      _ratio(b["latency_ms"][p] or 0, f["latency_ms"][p] or 0))
+    table.add_row("throughput (img/s)", f"{b['latency_ms']['throughput_fps']:.0f}",
+                  f"{f['latency_ms']['throughput_fps']:.0f}", "")
+    table.add_row("FLOPs", f"{b['flops'] / 1e6:.2f} M", f"{f['flops'] / 1e6:.2f} M",
+                  _ratio(b["flops"], f["flops"]))
+    table.add_row("params", f"{b['params']:,}", f"{f['params']:,}",
+                  _ratio(b["params"], f["params"]))
+    table.add_row("artifact size", _size(b["size_bytes"]), _size(f["size_bytes"]),
+                  _ratio(b["size_bytes"], f["size_bytes"]))
+    table.add_row("precision (ran as)",
+                  f"{b['precision']} ({b['runtime'].get('effective_precision', '?')})",
+                  f"{f['precision']} ({f['runtime'].get('effective_precision', '?')})", "")
+    console.print(table)
+    budget = report["budget"]
+    goal = (f", {budget['percentile']} <= {budget['latency_ms']} ms"
+            if budget["latency_ms"] is not None else "")
+    if report["passed"]:
+        console.print(f"[bold green]PASSED[/bold green] budget: drop <= {budget['max_drop']} "
+                      f"pts{goal}")
+    else:
+        console.print(f"[bold red]MISSED[/bold red] budget: drop <= {budget['max_drop']} "
+                      f"pts{goal}")
+        for reason in report["verdict"]["reasons"]:
+            console.print(f"  - {reason}")

@@ -1,0 +1,82 @@
+"""The on-target profiler, run as its own process: ``python -m edgeprune.runner REQUEST``.
+
+A separate process gives a clean peak-memory reading (its own max RSS) and keeps the
+measured runtime free of the pipeline's PyTorch state. The same entry point runs on a
+remote device, so local and remote numbers come from identical code.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeprune.backends import get_backend
+from edgeprune.measure import LoopSettings, histogram, summarize, time_loop
+
+
+def _rss_bytes() -> int:
+    """Current resident set size (Linux /proc), 0 where unavailable."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * resource.getpagesize()
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _peak_rss_bytes() -> int:
+    """This process's RSS high-water mark (VmHWM). Not ru_maxrss: that one carries the
+    parent's peak across fork+exec, so it would report the pipeline's PyTorch memory."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def profile(request: dict[str, Any]) -> dict[str, Any]:
+    """Load the artifact, time it on the request's inputs, and report what ran."""
+    backend = get_backend(request["backend"])
+    inputs = np.load(request["inputs"])
+    batch = int(request["batch"])
+    x = np.ascontiguousarray(np.resize(inputs, (batch, *inputs.shape[1:])).astype(np.float32))
+    rss_before = _rss_bytes()
+    session = backend.load(
+        Path(request["artifact"]), request["precision"], int(request["threads"]), batch,
+        request.get("options", {}),
+    )
+    rss_loaded = _rss_bytes()
+    samples = time_loop(lambda: session.run(x), LoopSettings(**request["loop"]))
+    peak = _peak_rss_bytes()
+    return {
+        "latency_ms": summarize(samples, batch),
+        "histogram": histogram(samples),
+        "samples_ms": [round(float(s), 5) for s in samples],
+        "threads_requested": int(request["threads"]),
+        "runtime": session.runtime_info(),
+        "memory": {
+            "rss_before_load_bytes": rss_before,
+            "rss_after_load_bytes": rss_loaded,
+            "peak_rss_bytes": peak,
+            "model_load_delta_bytes": max(rss_loaded - rss_before, 0),
+        },
+    }
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or argv[0] != "profile":
+        print("usage: python -m edgeprune.runner profile REQUEST.json", file=sys.stderr)
+        return 2
+    request = json.loads(Path(argv[1]).read_text())
+    json.dump(profile(request), sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,157 @@
+"""Stage 1: load the model safely and validate every input before any work is done.
+
+Bad input must fail here, before anything is written: the checkpoint is built and
+loaded, every evaluation and calibration image is decoded, and labels are checked
+against the model's outputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgeprune.data.splits import Subset
+from edgeprune.errors import InputError
+from edgeprune.model import ArchSpec, count_params, load_model
+from edgeprune.pipeline import MODEL_ARTIFACT, RunContext, write_json_atomic
+
+ARTIFACT_FORMAT = "edgeprune-model/1"
+
+
+def save_model_artifact(model: nn.Module, arch: ArchSpec | None, path: Path,
+                        extra: dict[str, Any] | None = None) -> None:
+    """Weights + how to rebuild the architecture: reloads without executing pickled code.
+    A trusted full module with no --arch is stored as a module (reloading it needs trust)."""
+    payload: dict[str, Any] = {"format": ARTIFACT_FORMAT, **(extra or {})}
+    if arch is not None:
+        payload.update(arch=arch.target, arch_kwargs=arch.kwargs, state_dict=model.state_dict())
+    else:
+        payload.update(module=model)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+def read_model_artifact(path: Path, trust_pickle: bool) -> nn.Module:
+    """Rebuild a model artifact; a pickled module (from a --trust-pickle run) needs trust."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if not trust_pickle:
+            raise InputError(
+                f"{path} holds a pickled module from a --trust-pickle run",
+                fix="re-run with --trust-pickle, or with --arch",
+            ) from exc
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    if "module" in payload:
+        return payload["module"].eval()
+    model = ArchSpec(payload["arch"], payload["arch_kwargs"]).build()
+    model.load_state_dict(payload["state_dict"], strict=False)
+    return model.eval()
+
+
+def data_signature(spec: str | None) -> str:
+    """Cheap change detector for a data path: names, sizes and mtimes of its files."""
+    if spec is None:
+        return ""
+    path = Path(spec)
+    if not path.exists():
+        return spec
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        st = os.stat(f)
+        digest.update(f"{f.relative_to(path.parent)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+class LoadStage:
+    name = "load"
+
+    def fingerprint(self, ctx: RunContext) -> dict[str, Any]:
+        c = ctx.config
+        d = c.data
+        return {
+            "model": str(c.model_path), "model_stat": data_signature(str(c.model_path)),
+            "arch": c.arch.__dict__ if c.arch else None, "trust": c.trust_pickle,
+            "data": d.__dict__,
+            "signatures": [data_signature(s) for s in (d.data, d.eval_data, d.train_data)],
+            "preprocess": c.preprocess.to_dict(), "batch": c.target.batch,
+        }
+
+    def run(self, ctx: RunContext, workdir: Path) -> dict[str, Any]:
+        c = ctx.config
+        loaded = load_model(c.model_path, c.arch, c.trust_pickle)
+        splits = ctx.splits()
+        eval_x, eval_y = ctx.arrays("eval")
+        calib_x, _ = ctx.arrays("calibration")
+        if eval_x.shape[1:] != calib_x.shape[1:]:
+            raise InputError(
+                f"evaluation images preprocess to {eval_x.shape[1:]} but calibration images to "
+                f"{calib_x.shape[1:]}",
+                fix="pass --input-size so every split is resized to the model's input size",
+            )
+        outputs = _probe_outputs(loaded.model, eval_x[:2], c.model_path)
+        if int(eval_y.max()) >= outputs:
+            raise InputError(
+                f"labels go up to {int(eval_y.max())} but the model has {outputs} outputs",
+                fix="check that --data matches the model's classes (or --arch-kwargs "
+                "num_classes)",
+            )
+        save_model_artifact(loaded.model, loaded.arch, workdir / MODEL_ARTIFACT)
+        manifests = workdir / "calib"
+        manifests.mkdir()
+        for subset in (splits.calibration, splits.eval):
+            write_json_atomic(manifests / f"{subset.role}.json", _manifest(subset, ctx))
+        return {
+            "model_sha256": loaded.sha256,
+            "arch": loaded.arch.target if loaded.arch else "trusted pickled module",
+            "arch_kwargs": loaded.arch.kwargs if loaded.arch else {},
+            "params": count_params(loaded.model),
+            "outputs": outputs,
+            "input_shape": [c.target.batch, *eval_x.shape[1:]],
+            "eval": _summary(splits.eval),
+            "calibration": _summary(splits.calibration),
+            "manifests": {"calibration": "calib/calibration.json", "eval": "calib/eval.json"},
+            "summary": f"{count_params(loaded.model):,} params, eval {len(splits.eval)} / "
+            f"calibration {len(splits.calibration)} images",
+        }
+
+
+def _probe_outputs(model: nn.Module, sample: np.ndarray, path: Path) -> int:
+    try:
+        with torch.no_grad():
+            out = model.eval()(torch.from_numpy(sample))
+    except RuntimeError as exc:
+        raise InputError(
+            f"the model from {path} fails on inputs of shape {tuple(sample.shape)}: "
+            f"{str(exc).splitlines()[0]}",
+            fix="set --input-size/--channels to what the model was trained on",
+        ) from exc
+    if out.ndim != 2:
+        raise InputError(
+            f"the model returns shape {tuple(out.shape)}, not (batch, classes)",
+            fix="edgeprune compiles classifiers: the model must return logits (N, classes)",
+        )
+    return int(out.shape[1])
+
+
+def _manifest(subset: Subset, ctx: RunContext) -> dict[str, Any]:
+    return {
+        "format": "edgeprune-calib-manifest/1",
+        "seed": ctx.config.data.seed,
+        "preprocess": ctx.config.preprocess.to_dict(),
+        **subset.manifest(),
+    }
+
+
+def _summary(subset: Subset) -> dict[str, Any]:
+    m = subset.manifest()
+    return {k: m[k] for k in ("source", "count", "selection", "ids_sha256", "content_sha256")}

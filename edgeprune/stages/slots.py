@@ -1,0 +1,34 @@
+"""Stages 3-5: prune, recover, quantize. Named slots in the pipeline that pass the model
+through unchanged until their capabilities land (D-Score pruning, recovery fine-tuning,
+hyperspherical ternary quantization). Runtime INT8 (post-training) happens at compile."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from edgeprune.pipeline import RunContext
+
+
+class PassThroughStage:
+    """A slot that records why it did nothing; its output is its input."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+
+    def fingerprint(self, ctx: RunContext) -> dict[str, Any]:
+        return {"reason": self.reason}
+
+    def run(self, ctx: RunContext, workdir: Path) -> dict[str, Any]:
+        return {"skipped": True, "reason": self.reason, "summary": self.reason}
+
+
+def default_slots() -> list[PassThroughStage]:
+    return [
+        PassThroughStage("prune", "no pruning requested (structural D-Score pruning: not yet "
+                         "available)"),
+        PassThroughStage("recover", "nothing to recover (no pruning or quantization training)"),
+        PassThroughStage("quantize", "no weight quantization requested (runtime INT8 is done "
+                         "by the target at compile)"),
+    ]

@@ -1,0 +1,58 @@
+"""Stage 10: compare the final accuracy (in the target runtime) and measured latency with
+the user's budget. The drop is against the baseline's PyTorch FP32 accuracy on the same
+evaluation images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from edgeprune.pipeline import RunContext
+
+
+def judge(baseline_acc: float, final_acc: float, latency: dict[str, Any],
+          max_drop: float, latency_goal: float | None, percentile: str) -> dict[str, Any]:
+    """The verdict and, when it fails, each reason in words."""
+    drop = baseline_acc - final_acc
+    reasons = []
+    accuracy_ok = drop <= max_drop + 1e-9
+    if not accuracy_ok:
+        reasons.append(f"top-1 dropped {drop:.2f} points, more than the budget of "
+                       f"{max_drop:.2f}")
+    latency_ok = True
+    measured = latency.get(percentile)
+    if latency_goal is not None:
+        if measured is None:
+            latency_ok = False
+            reasons.append(f"{percentile} latency was not measured with enough iterations")
+        elif measured > latency_goal:
+            latency_ok = False
+            reasons.append(f"{percentile} latency {measured:.3f} ms is above the goal of "
+                           f"{latency_goal:.3f} ms")
+    return {
+        "accuracy_drop": drop,
+        "accuracy_ok": accuracy_ok,
+        "latency_ok": latency_ok,
+        "latency_checked": latency_goal is not None,
+        "latency_measured_ms": measured,
+        "passed": accuracy_ok and latency_ok,
+        "reasons": reasons,
+    }
+
+
+class VerdictStage:
+    name = "verdict"
+
+    def fingerprint(self, ctx: RunContext) -> dict[str, Any]:
+        return {"budget": ctx.config.budget.__dict__}
+
+    def run(self, ctx: RunContext, workdir: Path) -> dict[str, Any]:
+        b = ctx.config.budget
+        verdict = judge(
+            ctx.metrics("baseline")["accuracy"], ctx.metrics("evaluate")["accuracy"],
+            ctx.metrics("profile")["final"]["latency_ms"], b.max_drop, b.latency_ms,
+            b.percentile,
+        )
+        word = "PASSED" if verdict["passed"] else "MISSED"
+        return {**verdict, "summary": f"budget {word}: drop {verdict['accuracy_drop']:.2f} "
+                f"points (max {b.max_drop})"}

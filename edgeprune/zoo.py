@@ -1,0 +1,389 @@
+"""Reference architectures the project tests and benchmarks against.
+
+Each builder returns a plain ``nn.Module`` so that pruners, quantizers and exporters see the
+same structures users bring: residual adds (ResNet, MobileNetV2), parameter-free padded
+shortcuts (CIFAR ResNet option A), depthwise convolutions (MobileNetV2), long plain chains
+(VGG) and channel concatenation (DenseNet). The CIFAR ResNets match the attribute names of
+the shared pretrained checkpoints, so their state dicts load without renaming.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "ZOO",
+    "BasicBlock",
+    "CifarResNet",
+    "DenseLayer",
+    "DenseNetTiny",
+    "DownsampleA",
+    "FashionCNN",
+    "InvertedResidual",
+    "MobileNetV2Cifar",
+    "Transition",
+    "VGGCifar",
+    "cifar_resnet",
+    "densenet_tiny",
+    "fashion_cnn",
+    "mobilenetv2_cifar",
+    "resnet20",
+    "resnet32",
+    "resnet44",
+    "resnet56",
+    "vgg16_cifar",
+]
+
+
+# --------------------------------------------------------------------------- CIFAR ResNet
+
+
+class DownsampleA(nn.Module):
+    """Parameter-free "option A" shortcut: stride-2 subsample, then zero-pad channels.
+
+    A named module (rather than a lambda) so a structural pruner can find it and rewrite
+    ``pad`` (or replace it by an explicit projection) when it removes residual channels.
+    """
+
+    def __init__(self, pad: int, stride: int = 2) -> None:
+        super().__init__()
+        self.pad = pad
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, :: self.stride, :: self.stride]
+        return F.pad(x, (0, 0, 0, 0, self.pad, self.pad))
+
+    def extra_repr(self) -> str:
+        return f"pad={self.pad}, stride={self.stride}"
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs plus a shortcut, as in the original ResNet paper's CIFAR models."""
+
+    expansion = 1
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut: nn.Module
+        if stride != 1 or in_planes != planes:
+            # option A: planes // 4 zero channels on each side (16 -> 32 -> 64)
+            self.shortcut = DownsampleA(planes // 4, stride)
+        else:
+            self.shortcut = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """ResNet-(6n+2) for 32x32 inputs; attribute names match the shared checkpoints."""
+
+    def __init__(self, num_blocks: int, num_classes: int = 10, in_channels: int = 3) -> None:
+        super().__init__()
+        self.in_planes = 16
+        self.conv1 = nn.Conv2d(in_channels, 16, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.layer1 = self._make_layer(16, num_blocks, stride=1)
+        self.layer2 = self._make_layer(32, num_blocks, stride=2)
+        self.layer3 = self._make_layer(64, num_blocks, stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.linear = nn.Linear(64, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d | nn.Linear):
+                nn.init.kaiming_normal_(m.weight)
+
+    def _make_layer(self, planes: int, num_blocks: int, stride: int) -> nn.Sequential:
+        layers: list[nn.Module] = []
+        for s in [stride] + [1] * (num_blocks - 1):
+            layers.append(BasicBlock(self.in_planes, planes, s))
+            self.in_planes = planes
+        return nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.layer3(self.layer2(self.layer1(out)))
+        out = torch.flatten(self.avgpool(out), 1)
+        return self.linear(out)
+
+
+def cifar_resnet(depth: int, num_classes: int = 10, in_channels: int = 3) -> CifarResNet:
+    """CIFAR ResNet of depth 6n+2 (20, 32, 44, 56, 110, ...)."""
+    if depth < 8 or (depth - 2) % 6 != 0:
+        raise ValueError(f"CIFAR ResNet depth must be 6n+2 with n >= 1, got {depth}")
+    return CifarResNet((depth - 2) // 6, num_classes=num_classes, in_channels=in_channels)
+
+
+def resnet20(num_classes: int = 10, in_channels: int = 3) -> CifarResNet:
+    """ResNet-20 for CIFAR (269,722 params with 10 classes)."""
+    return cifar_resnet(20, num_classes, in_channels)
+
+
+def resnet32(num_classes: int = 10, in_channels: int = 3) -> CifarResNet:
+    """ResNet-32 for CIFAR."""
+    return cifar_resnet(32, num_classes, in_channels)
+
+
+def resnet44(num_classes: int = 10, in_channels: int = 3) -> CifarResNet:
+    """ResNet-44 for CIFAR."""
+    return cifar_resnet(44, num_classes, in_channels)
+
+
+def resnet56(num_classes: int = 10, in_channels: int = 3) -> CifarResNet:
+    """ResNet-56 for CIFAR (853,018 params with 10 classes)."""
+    return cifar_resnet(56, num_classes, in_channels)
+
+
+# --------------------------------------------------------------------------- Fashion CNN
+
+
+def _conv_bn_relu(cin: int, cout: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+
+
+class FashionCNN(nn.Module):
+    """Small conv net for 28x28 greyscale; static graph so ONNX export is trivial."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            *_conv_bn_relu(in_channels, 16),
+            *_conv_bn_relu(16, 32),
+            nn.MaxPool2d(2),
+            *_conv_bn_relu(32, 64),
+            nn.MaxPool2d(2),
+            *_conv_bn_relu(64, 64),
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(64, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.features(x))
+        return self.classifier(torch.flatten(x, 1))
+
+
+def fashion_cnn(num_classes: int = 10, in_channels: int = 1) -> FashionCNN:
+    """The built-in example model (Fashion-MNIST, 28x28 grey)."""
+    return FashionCNN(num_classes=num_classes, in_channels=in_channels)
+
+
+# --------------------------------------------------------------------------- MobileNetV2
+
+
+def _make_divisible(v: float, divisor: int = 8) -> int:
+    """Round channels to a multiple of ``divisor`` (never dropping more than 10%)."""
+    new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    if new_v < 0.9 * v:
+        new_v += divisor
+    return new_v
+
+
+class InvertedResidual(nn.Module):
+    """Expand (1x1) -> depthwise 3x3 -> project (1x1, linear), residual when shapes match."""
+
+    def __init__(self, inp: int, oup: int, stride: int, expand_ratio: int) -> None:
+        super().__init__()
+        hidden = inp * expand_ratio
+        self.use_res = stride == 1 and inp == oup
+        layers: list[nn.Module] = []
+        if expand_ratio != 1:
+            layers += [nn.Conv2d(inp, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6()]
+        layers += [
+            nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU6(),
+            nn.Conv2d(hidden, oup, 1, bias=False),
+            nn.BatchNorm2d(oup),
+        ]
+        self.conv = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.use_res:
+            return x + self.conv(x)
+        return self.conv(x)
+
+
+class MobileNetV2Cifar(nn.Module):
+    """MobileNetV2 adapted to 32x32: stride-1 stem, two fewer downsamplings, 512-wide head."""
+
+    # (expansion t, channels c, repeats n, first stride s)
+    CFG: tuple[tuple[int, int, int, int], ...] = (
+        (1, 16, 1, 1),
+        (6, 24, 2, 1),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    )
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        width_mult: float = 1.0,
+        in_channels: int = 3,
+        last_channel: int = 512,
+    ) -> None:
+        super().__init__()
+        cin = _make_divisible(32 * width_mult)
+        self.last_channel = _make_divisible(last_channel * max(1.0, width_mult))
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_channels, cin, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(cin),
+            nn.ReLU6(),
+        ]
+        for t, c, n, s in self.CFG:
+            cout = _make_divisible(c * width_mult)
+            for i in range(n):
+                layers.append(InvertedResidual(cin, cout, s if i == 0 else 1, t))
+                cin = cout
+        layers += [
+            nn.Conv2d(cin, self.last_channel, 1, bias=False),
+            nn.BatchNorm2d(self.last_channel),
+            nn.ReLU6(),
+        ]
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(self.last_channel, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.features(x))
+        return self.classifier(torch.flatten(x, 1))
+
+
+def mobilenetv2_cifar(num_classes: int = 10, width_mult: float = 1.0) -> MobileNetV2Cifar:
+    """MobileNetV2 for CIFAR-sized inputs (depthwise convs, ReLU6, inverted residuals)."""
+    return MobileNetV2Cifar(num_classes=num_classes, width_mult=width_mult)
+
+
+# --------------------------------------------------------------------------- VGG
+
+
+VGG16_CFG: tuple[int | str, ...] = (
+    64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M",
+)  # fmt: skip
+
+
+class VGGCifar(nn.Module):
+    """Plain conv3x3+BN+ReLU stack with max pools: the easy case for channel pruning."""
+
+    def __init__(
+        self, cfg: tuple[int | str, ...] = VGG16_CFG, num_classes: int = 10, in_channels: int = 3
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = in_channels
+        for v in cfg:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2))
+            else:
+                assert isinstance(v, int)
+                layers += _conv_bn_relu(cin, v)
+                cin = v
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(cin, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.features(x))
+        return self.classifier(torch.flatten(x, 1))
+
+
+def vgg16_cifar(num_classes: int = 10, in_channels: int = 3) -> VGGCifar:
+    """VGG-16 with BatchNorm for 32x32 inputs (13 convs, 512 -> num_classes head)."""
+    return VGGCifar(VGG16_CFG, num_classes=num_classes, in_channels=in_channels)
+
+
+# --------------------------------------------------------------------------- DenseNet
+
+
+class DenseLayer(nn.Module):
+    """BN-ReLU-conv3x3 producing ``growth`` channels, concatenated onto its input."""
+
+    def __init__(self, cin: int, growth: int) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm2d(cin)
+        self.conv = nn.Conv2d(cin, growth, 3, padding=1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, self.conv(F.relu(self.bn(x)))], dim=1)
+
+
+class Transition(nn.Module):
+    """BN-ReLU-conv1x1 then 2x2 average pool, halving resolution between dense blocks."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm2d(cin)
+        self.conv = nn.Conv2d(cin, cout, 1, bias=False)
+        self.pool = nn.AvgPool2d(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.conv(F.relu(self.bn(x))))
+
+
+class DenseNetTiny(nn.Module):
+    """Two dense blocks joined by a transition: exercises pruning through torch.cat."""
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        growth: int = 12,
+        layers_per_block: int = 3,
+        stem: int = 24,
+    ) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, stem, 3, padding=1, bias=False)
+        cin = stem
+        block1: list[nn.Module] = []
+        for _ in range(layers_per_block):
+            block1.append(DenseLayer(cin, growth))
+            cin += growth
+        self.block1 = nn.Sequential(*block1)
+        self.trans1 = Transition(cin, cin // 2)
+        cin //= 2
+        block2: list[nn.Module] = []
+        for _ in range(layers_per_block):
+            block2.append(DenseLayer(cin, growth))
+            cin += growth
+        self.block2 = nn.Sequential(*block2)
+        self.bn = nn.BatchNorm2d(cin)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(cin, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.block1(self.conv1(x))
+        x = self.block2(self.trans1(x))
+        x = self.pool(F.relu(self.bn(x)))
+        return self.classifier(torch.flatten(x, 1))
+
+
+def densenet_tiny(num_classes: int = 10, in_channels: int = 3) -> DenseNetTiny:
+    """Small DenseNet (2 blocks x 3 layers, growth 12) for 32x32 inputs."""
+    return DenseNetTiny(num_classes=num_classes, in_channels=in_channels)
+
+
+# --------------------------------------------------------------------------- registry
+
+
+ZOO: dict[str, Callable[..., nn.Module]] = {
+    "resnet20": resnet20,
+    "resnet32": resnet32,
+    "resnet44": resnet44,
+    "resnet56": resnet56,
+    "fashion_cnn": fashion_cnn,
+    "mobilenetv2_cifar": mobilenetv2_cifar,
+    "vgg16_cifar": vgg16_cifar,
+    "densenet_tiny": densenet_tiny,
+}
