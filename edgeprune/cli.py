@@ -204,6 +204,42 @@ def compile(
                                                    "checked at: p50, p90, p99.")] = None,
     iterations: Annotated[int | None, typer.Option(help="Minimum timed iterations per latency "
                                                    "measurement (profile default 1000).")] = None,
+    prune: Annotated[str | None, typer.Option(
+        help="Structural pruning criterion: dscore, dstep, dstep-gm, l1, global-magnitude, "
+        "random, or module:callable. Needs one amount: --flops-reduction, "
+        "--params-reduction, --sensitivity-threshold or --prune-ratio.")] = None,
+    flops_reduction: Annotated[float | None, typer.Option(
+        help="Prune until FLOPs drop by this fraction (e.g. 0.5).")] = None,
+    params_reduction: Annotated[float | None, typer.Option(
+        help="Prune until parameters drop by this fraction.")] = None,
+    sensitivity_threshold: Annotated[float | None, typer.Option(
+        help="Per-layer ratio = largest whose pruned-alone top-1 (%) stays above this.")] = None,
+    prune_ratio: Annotated[float | None, typer.Option(
+        help="The same pruning ratio for every layer group.")] = None,
+    min_channels: Annotated[int | None, typer.Option(
+        help="Never keep fewer channels in a layer. Default 4.")] = None,
+    round_to: Annotated[int | None, typer.Option(
+        help="Keep channel counts a multiple of this (e.g. 8). Default 1.")] = None,
+    exclude: Annotated[list[str] | None, typer.Option(
+        help="Layer (module name) to leave unpruned; repeatable.")] = None,
+    keep_residual: Annotated[bool, typer.Option(
+        "--keep-residual", help="Do not prune residual streams (the D-Score paper's "
+        "choice); by default coupled residual channels are pruned together.")] = False,
+    sensitivity_samples: Annotated[int | None, typer.Option(
+        help="Training images for the sensitivity analysis. Default 1000.")] = None,
+    recover: Annotated[str | None, typer.Option(
+        help="After pruning: fine-tune with labels (default), distill (label-free, from the "
+        "original model), or none.")] = None,
+    recover_epochs: Annotated[float | None, typer.Option(
+        help="Recovery epochs on the training split. Default 3.")] = None,
+    recover_lr: Annotated[float | None, typer.Option(
+        help="Recovery learning rate (SGD, cosine to 0). Default 0.01.")] = None,
+    recover_batch: Annotated[int | None, typer.Option(help="Recovery batch size. "
+                                                      "Default 128.")] = None,
+    recover_steps: Annotated[int | None, typer.Option(
+        help="Cap on recovery steps (smoke runs).")] = None,
+    nproc: Annotated[int | None, typer.Option(
+        help="Fine-tune in N processes with torchrun (DDP: gloo on CPU, NCCL on GPU).")] = None,
     out: Annotated[Path | None, typer.Option(help="Output directory. Default ./out.")] = None,
     job: Annotated[Path | None, typer.Option(help="TOML job file with these options.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for data subsets. Default 0.")] = None,
@@ -292,7 +328,9 @@ def config_from_options(o: dict[str, Any], argv: list[str]):
     if not model.is_file():
         raise InputError(f"model file {model} does not exist" if not model.exists() else
                          f"model path {model} is not a file", fix="check the path to MODEL")
+    prune_config, recover_config = _prune_options(o, job)
     return PipelineConfig(
+        prune=prune_config, recover=recover_config,
         model_path=model,
         arch=parse_arch(_pick(o["arch"], job, "arch"), _pick(o["arch_kwargs"], job,
                                                               "arch_kwargs")),
@@ -300,6 +338,47 @@ def config_from_options(o: dict[str, Any], argv: list[str]):
         out_dir=out_dir, trust_pickle=bool(o["trust_pickle"] or job.get("trust_pickle")),
         exporter=exporter, fresh=bool(o["fresh"]), command=list(argv),
     )
+
+
+def _prune_options(o: dict[str, Any], job: dict[str, Any]):
+    """PruneConfig and RecoverConfig from the options, or (None, None) without --prune."""
+    from edgeprune.prune.policy import PruneConfig
+    from edgeprune.prune.structural import PruneOptions
+    from edgeprune.stages.recover import RecoverConfig
+    from edgeprune.train import TrainConfig
+
+    criterion = _pick(o.get("prune"), job, "prune")
+    if criterion in (None, "none"):
+        return None, None
+    options = PruneOptions(
+        min_channels=int(_pick(o.get("min_channels"), job, "min_channels", 4)),
+        round_to=int(_pick(o.get("round_to"), job, "round_to", 1)),
+        exclude=list(_pick(o.get("exclude"), job, "exclude", []) or []),
+        prune_residual=not bool(o.get("keep_residual") or job.get("keep_residual")),
+    )
+    prune = PruneConfig(
+        criterion=criterion,
+        flops_reduction=_pick(o.get("flops_reduction"), job, "flops_reduction"),
+        params_reduction=_pick(o.get("params_reduction"), job, "params_reduction"),
+        threshold=_pick(o.get("sensitivity_threshold"), job, "sensitivity_threshold"),
+        ratio=_pick(o.get("prune_ratio"), job, "prune_ratio"),
+        sensitivity_samples=int(_pick(o.get("sensitivity_samples"), job,
+                                      "sensitivity_samples", 1000)),
+        options=options,
+    ).validate()
+    mode = _pick(o.get("recover"), job, "recover", "labels")
+    if mode == "none":
+        return prune, None
+    train = TrainConfig(
+        epochs=float(_pick(o.get("recover_epochs"), job, "recover_epochs", 3.0)),
+        lr=float(_pick(o.get("recover_lr"), job, "recover_lr", 0.01)),
+        batch_size=int(_pick(o.get("recover_batch"), job, "recover_batch", 128)),
+        max_steps=_pick(o.get("recover_steps"), job, "recover_steps"),
+        seed=int(_pick(o.get("seed"), job, "seed", 0)),
+    )
+    recover = RecoverConfig(mode=mode, train=train,
+                            nproc=int(_pick(o.get("nproc"), job, "nproc", 1))).validate()
+    return prune, recover
 
 
 @app.command()

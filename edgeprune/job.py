@@ -15,6 +15,8 @@ from edgeprune.stages.evaluate import EvaluateStage
 from edgeprune.stages.export_stage import ExportStage
 from edgeprune.stages.load import LoadStage
 from edgeprune.stages.profile_stage import ProfileStage
+from edgeprune.stages.prune_stage import PruneStage
+from edgeprune.stages.recover import RecoverStage
 from edgeprune.stages.slots import default_slots
 from edgeprune.stages.verdict import VerdictStage
 from edgeprune.ui import UI
@@ -23,9 +25,13 @@ from edgeprune.ui import UI
 def build_stages(config: PipelineConfig) -> list[Stage]:
     """load → baseline → prune → recover → quantize → export → compile → profile →
     evaluate → verdict."""
+    prune, recover, quantize = default_slots()
     return [
-        LoadStage(), BaselineStage(), *default_slots(), ExportStage(), CompileStage(),
-        ProfileStage(), EvaluateStage(), VerdictStage(),
+        LoadStage(), BaselineStage(),
+        PruneStage(config.prune) if config.prune else prune,
+        RecoverStage(config.recover) if config.prune else recover,
+        quantize, ExportStage(), CompileStage(), ProfileStage(), EvaluateStage(),
+        VerdictStage(),
     ]
 
 

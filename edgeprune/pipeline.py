@@ -25,7 +25,7 @@ import torch
 from edgeprune import __version__
 from edgeprune.config import Budget, TargetProfile
 from edgeprune.data.preprocess import Preprocess
-from edgeprune.data.splits import DataOptions, Splits, materialize, resolve_splits
+from edgeprune.data.splits import DataOptions, Splits, Subset, materialize, resolve_splits
 from edgeprune.errors import InputError
 from edgeprune.export import ParityTolerance
 from edgeprune.model import ArchSpec
@@ -52,6 +52,8 @@ class PipelineConfig:
     opset: int | None = None
     parity: ParityTolerance = field(default_factory=ParityTolerance)
     eval_batch: int = 64
+    prune: Any = None  # PruneConfig when pruning was asked for
+    recover: Any = None  # RecoverConfig (fine-tuning after pruning)
     fresh: bool = False
     command: list[str] = field(default_factory=list)
 
@@ -93,13 +95,27 @@ class RunContext:
             self._splits = resolve_splits(self.config.data)
         return self._splits
 
-    def arrays(self, role: str) -> tuple[np.ndarray, np.ndarray]:
-        """Preprocessed (images, labels) of the "eval" or "calibration" subset."""
-        if role not in self._arrays:
-            subset = self.splits().eval if role == "eval" else self.splits().calibration
+    def subset(self, role: str, size: int | None = None) -> Subset:
+        """"eval", "calibration", "train", or "sensitivity" (a seeded subset of the
+        training split, for pruning sensitivity analysis: never evaluation images)."""
+        splits = self.splits()
+        if role == "sensitivity":
+            train = splits.train
+            count = min(size or len(train), len(train))
+            rng = np.random.default_rng(self.config.data.seed + 1)
+            picked = np.sort(rng.choice(train.indices, count, replace=False))
+            return Subset(train.source, picked, "sensitivity",
+                          f"uniform subset of the training split, seed {self.config.data.seed + 1}")
+        return {"eval": splits.eval, "calibration": splits.calibration, "train": splits.train}[role]
+
+    def arrays(self, role: str, size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Preprocessed (images, labels) of a subset, decoded once per run."""
+        key = f"{role}:{size}" if size else role
+        if key not in self._arrays:
+            subset = self.subset(role, size)
             with self.ui.task(f"decoding {role} images", len(subset)) as advance:
-                self._arrays[role] = materialize(subset, self.config.preprocess, advance)
-        return self._arrays[role]
+                self._arrays[key] = materialize(subset, self.config.preprocess, advance)
+        return self._arrays[key]
 
     def input_shape(self) -> tuple[int, int, int, int]:
         images, _ = self.arrays("calibration")

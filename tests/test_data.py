@@ -17,7 +17,7 @@ def test_idx_folder_gives_train_and_test_splits(fashion_dir: Path) -> None:
     splits = resolve_splits(DataOptions(data=str(fashion_dir), calib_size=64, seed=3))
     assert len(splits.eval) == 10_000  # the t10k set, whole
     assert len(splits.train) == 60_000
-    assert splits.calibration.source is splits.train  # never calibrate on eval images
+    assert splits.calibration.source is splits.train.source  # never calibrate on eval images
     again = resolve_splits(DataOptions(data=str(fashion_dir), calib_size=64, seed=3))
     assert splits.calibration.ids() == again.calibration.ids()  # reproducible by seed
     other = resolve_splits(DataOptions(data=str(fashion_dir), calib_size=64, seed=4))
@@ -28,6 +28,7 @@ def test_single_set_holds_out_calibration(fashion_small: Path) -> None:
     splits = resolve_splits(DataOptions(data=str(fashion_small), calib_size=100))
     assert len(splits.eval) == 500 and len(splits.calibration) == 100
     assert not set(splits.eval.ids()) & set(splits.calibration.ids())
+    assert splits.train.ids() == splits.calibration.ids()  # never train on eval images
 
 
 def test_eval_limit_is_a_seeded_subset(fashion_dir: Path) -> None:

@@ -80,7 +80,7 @@ class Subset:
 class Splits:
     eval: Subset
     calibration: Subset
-    train: Source  # the whole training split (recovery and QAT read it)
+    train: Subset  # what recovery / QAT train on: never an evaluation image
 
 
 def open_source(spec: str, split: str) -> tuple[Source, Source | None]:
@@ -147,7 +147,8 @@ def resolve_splits(options: DataOptions) -> Splits:
             f"held out of the evaluation source: uniform without replacement, seed {options.seed}",
         )
         eval_pool = np.setdiff1d(eval_pool, held)
-        train_src = eval_src
+        train = Subset(eval_src, held, "train",
+                       "only the held-out calibration images (no --train-data was given)")
     else:
         count = min(options.calib_size, len(train_src))
         picked = np.sort(rng.choice(len(train_src), count, replace=False))
@@ -155,6 +156,8 @@ def resolve_splits(options: DataOptions) -> Splits:
             train_src, picked, "calibration",
             f"uniform without replacement from the training split, seed {options.seed}",
         )
+        train = Subset(train_src, np.arange(len(train_src)), "train",
+                       "all images of the training split")
     how = "all images of the evaluation split"
     if options.eval_limit is not None and options.eval_limit < len(eval_pool):
         if options.eval_limit < 1:
@@ -163,7 +166,7 @@ def resolve_splits(options: DataOptions) -> Splits:
             )
         eval_pool = np.sort(rng.choice(eval_pool, options.eval_limit, replace=False))
         how = f"uniform subset of {options.eval_limit} without replacement, seed {options.seed}"
-    return Splits(Subset(eval_src, eval_pool, "eval", how), calibration, train_src)
+    return Splits(Subset(eval_src, eval_pool, "eval", how), calibration, train)
 
 
 def iter_batches(

@@ -21,6 +21,7 @@ from edgeprune.data.splits import Subset
 from edgeprune.errors import InputError
 from edgeprune.model import ArchSpec, count_params, load_model
 from edgeprune.pipeline import MODEL_ARTIFACT, RunContext, write_json_atomic
+from edgeprune.prune.structural import OPTION_A, make_shortcuts_explicit, resize_to_state
 
 ARTIFACT_FORMAT = "edgeprune-model/1"
 
@@ -39,6 +40,24 @@ def save_model_artifact(model: nn.Module, arch: ArchSpec | None, path: Path,
     tmp.replace(path)
 
 
+def artifact_meta(path: Path) -> dict[str, Any]:
+    """An artifact's recipe (arch, conversions, ...) without its weights."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        return {}  # a trusted pickled module: no recipe
+    return {k: v for k, v in payload.items() if k not in ("state_dict", "module")}
+
+
+def save_derived_artifact(model: nn.Module, source: Path, dest: Path, **extra: Any) -> None:
+    """Save a model made from ``source`` (pruned, recovered, ...) with the same recipe."""
+    meta = {**artifact_meta(source), **extra}
+    weights = {"state_dict": model.state_dict()} if "arch" in meta else {"module": model}
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    torch.save({**meta, "format": ARTIFACT_FORMAT, **weights}, tmp)
+    tmp.replace(dest)
+
+
 def read_model_artifact(path: Path, trust_pickle: bool) -> nn.Module:
     """Rebuild a model artifact; a pickled module (from a --trust-pickle run) needs trust."""
     try:
@@ -53,7 +72,12 @@ def read_model_artifact(path: Path, trust_pickle: bool) -> nn.Module:
     if "module" in payload:
         return payload["module"].eval()
     model = ArchSpec(payload["arch"], payload["arch_kwargs"]).build()
-    model.load_state_dict(payload["state_dict"], strict=False)
+    state = payload["state_dict"]
+    if OPTION_A in payload.get("conversions", []):
+        make_shortcuts_explicit(model, torch.zeros(payload["input_shape"]))
+    if payload.get("pruned"):
+        resize_to_state(model, state)  # the recipe: original arch, pruned shapes
+    model.load_state_dict(state, strict=False)
     return model.eval()
 
 

@@ -26,8 +26,8 @@ class PassThroughStage:
 
 def default_slots() -> list[PassThroughStage]:
     return [
-        PassThroughStage("prune", "no pruning requested (structural D-Score pruning: not yet "
-                         "available)"),
+        PassThroughStage("prune", "no pruning requested (--prune dscore --flops-reduction "
+                         "0.5 prunes)"),
         PassThroughStage("recover", "nothing to recover (no pruning or quantization training)"),
         PassThroughStage("quantize", "no weight quantization requested (runtime INT8 is done "
                          "by the target at compile)"),

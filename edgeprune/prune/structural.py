@@ -1,0 +1,240 @@
+"""Structural surgery: whole filters/channels removed, every coupled layer following.
+
+Torch-Pruning's DepGraph finds what is coupled (BatchNorm, residual additions,
+concatenations, depthwise/grouped convolutions, Linear heads) and performs the removal.
+Where it cannot follow a layer, we fix the model at the right depth before calling it:
+
+- The CIFAR ResNets' "option A" shortcut (subsample + zero-pad channels, no parameters)
+  hides a fixed channel mapping DepGraph cannot see: pruning a residual stream would
+  break the forward pass. We make that mapping explicit as a frozen 1x1 stride-2
+  "selection" convolution (weights 0/1, never trained, never ranked). DepGraph then prunes
+  it like any conv, and after pruning it still selects exactly the surviving channels.
+
+A pruned model is saved as weights + the recipe (architecture, conversions); it is
+rebuilt on the original architecture by resizing layers to the saved shapes, so loading
+never executes pickled code.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from edgeprune.prune.importance import Criterion
+
+FIXED = "_edgeprune_fixed"  # attribute on modules that must never be ranked or trained
+OPTION_A = "option-a-shortcut"
+
+
+class SelectionConv(nn.Conv2d):
+    """A frozen 1x1 conv that copies input channel j to output channel j + pad with a
+    spatial stride: exactly the option-A shortcut, in a form a pruner can follow."""
+
+    def __init__(self, in_channels: int, out_channels: int, pad: int, stride: int) -> None:
+        super().__init__(in_channels, out_channels, 1, stride=stride, bias=False)
+        with torch.no_grad():
+            self.weight.zero_()
+            for j in range(in_channels):
+                self.weight[j + pad, j, 0, 0] = 1.0
+        self.weight.requires_grad_(False)
+        setattr(self, FIXED, True)
+
+
+def _is_option_a(module: nn.Module) -> bool:
+    return type(module).__name__ == "DownsampleA" and hasattr(module, "pad")
+
+
+def make_shortcuts_explicit(model: nn.Module, example: torch.Tensor) -> list[str]:
+    """Replace every option-A shortcut by an equivalent SelectionConv; returns their names."""
+    in_channels: dict[str, int] = {}
+
+    def record(name: str):
+        return lambda mod, inp, out: in_channels.__setitem__(name, inp[0].shape[1])
+
+    hooks = [m.register_forward_hook(record(n))
+             for n, m in model.named_modules() if _is_option_a(m)]
+    try:
+        with torch.no_grad():
+            model.eval()(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    for name, channels in in_channels.items():
+        parent_name, _, attr = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        old = getattr(parent, attr)
+        setattr(parent, attr, SelectionConv(channels, channels + 2 * old.pad, old.pad,
+                                            getattr(old, "stride", 2)))
+    return sorted(in_channels)
+
+
+@dataclass
+class PruneOptions:
+    """What may be pruned and how channel counts are shaped."""
+
+    min_channels: int = 4  # never keep fewer (no layer collapse)
+    round_to: int = 1  # keep a multiple of this many channels (e.g. 8 for SIMD kernels)
+    exclude: list[str] = field(default_factory=list)  # module names (or prefixes) to keep
+    prune_residual: bool = True  # False = the paper's choice: leave residual streams whole
+
+    def keep_count(self, channels: int, ratio: float) -> int:
+        keep = channels - math.floor(channels * ratio + 1e-9)
+        keep = max(keep, min(self.min_channels, channels))
+        keep = math.ceil(keep / self.round_to) * self.round_to
+        return min(keep, channels)
+
+
+@dataclass
+class PruneGroup:
+    """Channels that must be removed together, named after their first producing layer."""
+
+    name: str
+    root: nn.Module
+    channels: int
+    producers: list[tuple[str, nn.Module]]  # layers whose output channels these are
+    members: list[str]  # every layer the removal touches
+    residual: bool
+
+
+def _output_layers(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
+    """Layers whose output IS the model output (the classifier): never pruned."""
+    seen: list[tuple[nn.Module, torch.Tensor]] = []
+    hooks = [m.register_forward_hook(lambda mod, i, o: seen.append((mod, o)))
+             for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    try:
+        with torch.no_grad():
+            out = model.eval()(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    return [m for m, o in seen if o is out or o.data_ptr() == out.data_ptr()]
+
+
+def _excluded(name: str, exclude: Iterable[str]) -> bool:
+    return any(name == e or name.startswith(e + ".") for e in exclude)
+
+
+def find_groups(model: nn.Module, example: torch.Tensor,
+                options: PruneOptions) -> tuple[tp.DependencyGraph, list[PruneGroup]]:
+    """Build the dependency graph and list the prunable channel groups."""
+    names = {m: n for n, m in model.named_modules()}
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    groups = []
+    for group in graph.get_all_groups(ignored_layers=_output_layers(model, example),
+                                      root_module_types=(nn.Conv2d, nn.Linear)):
+        members, producers = [], []
+        for item in group.items:
+            module = item.dep.target.module
+            name = names.get(module)
+            if name is None:
+                continue
+            members.append(name)
+            out_pruning = item.dep.handler.__name__ == "prune_out_channels"
+            if out_pruning and isinstance(module, nn.Conv2d | nn.Linear) and not getattr(
+                    module, FIXED, False):
+                producers.append((name, module))
+        if not producers or any(_excluded(m, options.exclude) for m in members):
+            continue
+        residual = sum(1 for _, m in producers
+                       if not (isinstance(m, nn.Conv2d) and m.groups > 1)) > 1
+        if residual and not options.prune_residual:
+            continue
+        root = group.items[0].dep.target.module
+        groups.append(PruneGroup(producers[0][0], root, producers[0][1].weight.shape[0],
+                                 producers, sorted(set(members)), residual))
+    return graph, groups
+
+
+def group_scores(group: PruneGroup, criterion: Criterion) -> torch.Tensor:
+    """Per-channel scores of a group: the criterion summed over its producing layers."""
+    return sum(criterion(module.weight) for _, module in group.producers)  # type: ignore[return-value]
+
+
+def _prune_fn(module: nn.Module):
+    return tp.prune_linear_out_channels if isinstance(module, nn.Linear) else (
+        tp.prune_conv_out_channels)
+
+
+@dataclass
+class PrunePlan:
+    """Which channels each group loses; JSON-friendly."""
+
+    groups: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.groups
+
+
+def plan_from_ratios(groups: list[PruneGroup], ratios: dict[str, float], criterion: Criterion,
+                     options: PruneOptions) -> PrunePlan:
+    """Lowest-scoring channels of each group, as many as its ratio (after rounding)."""
+    plan = PrunePlan()
+    for g in groups:
+        ratio = ratios.get(g.name, 0.0)
+        keep = options.keep_count(g.channels, ratio)
+        scores = group_scores(g, criterion)
+        pruned = sorted(torch.argsort(scores, stable=True)[: g.channels - keep].tolist())
+        plan.groups[g.name] = {"channels": g.channels, "kept": keep, "ratio": ratio,
+                               "pruned": pruned, "residual": g.residual}
+    return plan
+
+
+def apply_plan(graph: tp.DependencyGraph, groups: list[PruneGroup], plan: PrunePlan) -> None:
+    """Remove the planned channels (groups are disjoint, so indices stay valid)."""
+    for g in groups:
+        idxs = plan.groups.get(g.name, {}).get("pruned", [])
+        if idxs:
+            graph.get_pruning_group(g.root, _prune_fn(g.root), idxs).prune()
+
+
+def prune_copy(model: nn.Module, example: torch.Tensor, ratios: dict[str, float],
+               criterion: Criterion, options: PruneOptions) -> tuple[nn.Module, PrunePlan]:
+    """A pruned deep copy; the original is untouched."""
+    pruned = copy.deepcopy(model)
+    graph, groups = find_groups(pruned, example, options)
+    plan = plan_from_ratios(groups, ratios, criterion, options)
+    apply_plan(graph, groups, plan)
+    return pruned, plan
+
+
+def layer_channels(model: nn.Module) -> dict[str, int]:
+    """Output channels of every conv/linear layer (the per-layer table in the report)."""
+    return {n: (m.out_channels if isinstance(m, nn.Conv2d) else m.out_features)
+            for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)}
+
+
+def resize_to_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Give every conv/BN/linear the shapes saved in ``state`` (a pruned model's weights),
+    in place, so the original architecture can load them."""
+    for name, module in model.named_modules():
+        prefix = f"{name}." if name else ""
+        weight = state.get(f"{prefix}weight")
+        if weight is None:
+            continue
+        if isinstance(module, nn.Conv2d):
+            out, per_group = weight.shape[:2]
+            depthwise = module.groups > 1 and module.groups == module.in_channels == (
+                module.out_channels)
+            module.groups = out if depthwise else module.groups
+            module.in_channels, module.out_channels = per_group * module.groups, out
+        elif isinstance(module, nn.Linear):
+            module.out_features, module.in_features = weight.shape
+        elif isinstance(module, nn.BatchNorm2d | nn.BatchNorm1d):
+            module.num_features = weight.shape[0]
+            for buf in ("running_mean", "running_var"):
+                if getattr(module, buf, None) is not None:
+                    setattr(module, buf, torch.zeros(weight.shape[0]))
+        else:
+            continue
+        requires_grad = module.weight.requires_grad
+        module.weight = nn.Parameter(torch.empty_like(weight), requires_grad=requires_grad)
+        bias = state.get(f"{prefix}bias")
+        if bias is not None and getattr(module, "bias", None) is not None:
+            module.bias = nn.Parameter(torch.empty_like(bias))

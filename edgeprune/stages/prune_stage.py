@@ -1,0 +1,97 @@
+"""Stage 3: structural pruning (D-Score by default), ratios from sensitivity analysis.
+
+Writes the pruned model as weights + recipe (``model.pt``), the channel plan
+(``plan.json``: per group the channels kept and removed) and the sensitivity curves.
+Accuracy right after pruning (before recovery) is measured on the evaluation split, so
+the report can attribute the drop to this stage.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from edgeprune.model import count_flops, count_params
+from edgeprune.pipeline import MODEL_ARTIFACT, RunContext, write_json_atomic
+from edgeprune.prune.importance import get_criterion
+from edgeprune.prune.policy import PruneConfig, choose_ratios
+from edgeprune.prune.sensitivity import DEFAULT_STEPS, analysis_key, cache_dir, torch_accuracy
+from edgeprune.prune.structural import (
+    OPTION_A,
+    apply_plan,
+    find_groups,
+    layer_channels,
+    make_shortcuts_explicit,
+    plan_from_ratios,
+)
+from edgeprune.stages.common import top1, torch_predictions
+from edgeprune.stages.load import artifact_meta, save_derived_artifact
+
+
+class PruneStage:
+    name = "prune"
+
+    def __init__(self, config: PruneConfig) -> None:
+        self.config = config
+
+    def fingerprint(self, ctx: RunContext) -> dict[str, Any]:
+        return {"prune": self.config.to_dict()}
+
+    def run(self, ctx: RunContext, workdir: Path) -> dict[str, Any]:
+        cfg = self.config
+        source = ctx.latest_model_path()
+        model = ctx.load_model(source)
+        shape = ctx.input_shape()
+        example = torch.zeros((2, *shape[1:]))
+        flops_before, params_before = count_flops(model, shape), count_params(model)
+        conversions = make_shortcuts_explicit(model, example)
+        channels_before = layer_channels(model)
+        criterion = get_criterion(cfg.criterion)
+        sens_x, sens_y = ctx.arrays("sensitivity", cfg.sensitivity_samples)
+        evaluate = torch_accuracy(sens_x, sens_y)
+        key = analysis_key(model, cfg.criterion, cfg.options,
+                           ctx.subset("sensitivity", cfg.sensitivity_samples).manifest()[
+                               "ids_sha256"], DEFAULT_STEPS)
+        cache_file = cache_dir() / "sensitivity" / f"{key}.json"
+        cached = json.loads(cache_file.read_text()) if cache_file.is_file() else None
+        with ctx.ui.task(f"sensitivity analysis ({cfg.criterion})", None) as advance:
+            choice = choose_ratios(model, example, cfg, criterion, evaluate, cached,
+                                   on_eval=lambda: advance(1))
+        if "analysis" in choice:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(cache_file, choice["analysis"])
+            write_json_atomic(workdir / "sensitivity.json", choice.pop("analysis"))
+        graph, groups = find_groups(model, example, cfg.options)
+        plan = plan_from_ratios(groups, choice["ratios"], criterion, cfg.options)
+        apply_plan(graph, groups, plan)
+        write_json_atomic(workdir / "plan.json", plan.to_dict())
+        previous = artifact_meta(source).get("conversions", [])
+        save_derived_artifact(
+            model, source, workdir / MODEL_ARTIFACT, pruned=True, input_shape=list(example.shape),
+            conversions=sorted(set(previous) | ({OPTION_A} if conversions else set())),
+        )
+        images, labels = ctx.arrays("eval")
+        accuracy = top1(torch_predictions(model, images, ctx, "PyTorch eval (pruned)"), labels)
+        flops_after, params_after = count_flops(model, shape), count_params(model)
+        channels_after = layer_channels(model)
+        return {
+            "criterion": cfg.criterion,
+            "allocation": choice["allocation"],
+            "choice": {k: v for k, v in choice.items() if k != "ratios"},
+            "ratios": choice["ratios"],
+            "accuracy": accuracy,
+            "accuracy_samples": len(labels),
+            "flops_before": flops_before, "flops_after": flops_after,
+            "params_before": params_before, "params_after": params_after,
+            "flops_reduction": 1 - flops_after / flops_before,
+            "params_reduction": 1 - params_after / params_before,
+            "channels": {n: [channels_before[n], channels_after.get(n, 0)]
+                         for n in channels_before},
+            "conversions": conversions,
+            "sensitivity_cache": str(cache_file) if cached is None else f"reused {cache_file}",
+            "summary": f"{cfg.criterion}: FLOPs -{1 - flops_after / flops_before:.1%}, params "
+            f"-{1 - params_after / params_before:.1%}, top-1 {accuracy:.2f}% before recovery",
+        }

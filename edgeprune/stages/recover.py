@@ -1,0 +1,106 @@
+"""Stage 4: recover accuracy after pruning by fine-tuning on the training split, with
+labels or by label-free distillation from the original model. One process, or several
+under torchrun (``--nproc N``: DDP, gloo on CPU / NCCL on GPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeprune.errors import InputError, StageFailure
+from edgeprune.pipeline import MODEL_ARTIFACT, RunContext
+from edgeprune.stages.common import top1, torch_predictions
+from edgeprune.train import TrainConfig
+
+
+@dataclass
+class RecoverConfig:
+    mode: str = "labels"  # "labels" | "distill"
+    train: TrainConfig = field(default_factory=TrainConfig)
+    nproc: int = 1
+
+    def validate(self) -> RecoverConfig:
+        if self.mode not in ("labels", "distill"):
+            raise InputError(f"unknown --recover {self.mode!r}", fix="use labels or distill")
+        if self.train.epochs <= 0 or self.train.lr <= 0 or self.nproc < 1:
+            raise InputError("--recover-epochs, --recover-lr and --nproc must be positive",
+                             fix="e.g. --recover-epochs 3 --recover-lr 0.01")
+        self.train.distill = self.mode == "distill"
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def black_pixel(ctx: RunContext) -> list[float]:
+    """The normalized value of a black pixel per channel (the crop's padding colour)."""
+    p = ctx.config.preprocess
+    mean = p.mean * (p.channels // len(p.mean))
+    std = p.std * (p.channels // len(p.std))
+    return [-m / s for m, s in zip(mean, std, strict=True)]
+
+
+class RecoverStage:
+    name = "recover"
+
+    def __init__(self, config: RecoverConfig | None) -> None:
+        self.config = config
+
+    def fingerprint(self, ctx: RunContext) -> dict[str, Any]:
+        return {"recover": self.config.to_dict() if self.config else None}
+
+    def run(self, ctx: RunContext, workdir: Path) -> dict[str, Any]:
+        if self.config is None or ctx.records.get("prune") is None or (
+                ctx.records["prune"].status == "skipped"):
+            return {"skipped": True, "reason": "nothing to recover (no pruning)",
+                    "summary": "nothing to recover (no pruning)"}
+        source = ctx.latest_model_path()
+        teacher = ctx.stage_dir("load") / MODEL_ARTIFACT
+        request = {
+            "model": str(source), "teacher": str(teacher) if self.config.train.distill else None,
+            "out": str(workdir / MODEL_ARTIFACT), "trust_pickle": ctx.config.trust_pickle,
+            "data": asdict(ctx.config.data), "preprocess": ctx.config.preprocess.to_dict(),
+            "train": self.config.train.to_dict(), "pad_value": black_pixel(ctx),
+        }
+        if self.config.nproc > 1:
+            stats = _torchrun(request, self.config.nproc)
+        else:
+            from edgeprune.train_worker import run_request
+
+            x, y = ctx.arrays("train")
+            with ctx.ui.task(f"recovering ({self.config.mode})", None) as advance:
+                stats = run_request(request, arrays=(x, y), on_step=lambda s, t, loss: advance(1))
+        images, labels = ctx.arrays("eval")
+        model = ctx.load_model(workdir / MODEL_ARTIFACT)
+        accuracy = top1(torch_predictions(model, images, ctx, "PyTorch eval (recovered)"), labels)
+        return {
+            "mode": self.config.mode, "nproc": self.config.nproc, "training": stats,
+            "train_samples": len(ctx.subset("train")), "accuracy": accuracy,
+            "accuracy_samples": len(labels),
+            "summary": f"{self.config.mode}, {stats['epochs']:.2f} epochs in "
+            f"{stats['seconds']:.0f} s on {stats['world_size']} process(es): top-1 "
+            f"{accuracy:.2f}%",
+        }
+
+
+def _torchrun(request: dict[str, Any], nproc: int) -> dict[str, Any]:
+    """Fine-tune in ``nproc`` DDP processes; rank 0 writes the model and the stats."""
+    with tempfile.TemporaryDirectory() as tmp:
+        req = Path(tmp) / "request.json"
+        request = {**request, "stats": str(Path(tmp) / "stats.json")}
+        req.write_text(json.dumps(request))
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc-per-node={nproc}", "-m", "edgeprune.train_worker", str(req)]
+        env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // nproc))}
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+        if proc.returncode != 0:
+            raise StageFailure(f"distributed fine-tuning failed (exit {proc.returncode}): "
+                               f"{proc.stderr.strip()[-2000:]}",
+                               fix="run with --nproc 1 to debug in one process")
+        return json.loads(Path(request["stats"]).read_text())

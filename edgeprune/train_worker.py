@@ -1,0 +1,59 @@
+"""One fine-tuning job from a JSON request: ``python -m edgeprune.train_worker REQ.json``,
+alone or under torchrun (every rank runs it; rank 0 saves). Used by the recover stage."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edgeprune.data.preprocess import Preprocess
+from edgeprune.data.splits import DataOptions, materialize, resolve_splits
+from edgeprune.train import TrainConfig, dist_info, train
+
+
+def run_request(request: dict[str, Any], arrays: tuple[np.ndarray, np.ndarray] | None = None,
+                on_step: Callable[[int, int, float], None] | None = None) -> dict[str, Any]:
+    """Load the student (and teacher), train, and (on rank 0) save the result."""
+    from edgeprune.stages.load import read_model_artifact, save_derived_artifact
+
+    info = dist_info()
+    if info.world > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // info.world))
+    if arrays is None:
+        pre = request["preprocess"]
+        pre["input_size"] = tuple(pre["input_size"]) if pre.get("input_size") else None
+        splits = resolve_splits(DataOptions(**request["data"]))
+        arrays = materialize(splits.train, Preprocess(**pre))
+    source = Path(request["model"])
+    model = read_model_artifact(source, request["trust_pickle"])
+    teacher = (read_model_artifact(Path(request["teacher"]), request["trust_pickle"])
+               if request.get("teacher") else None)
+    stats = train(model, arrays[0], arrays[1], TrainConfig(**request["train"]),
+                  pad_value=request.get("pad_value"), teacher=teacher, on_step=on_step)
+    if info.is_main:
+        save_derived_artifact(model, source, Path(request["out"]))
+        if request.get("stats"):
+            Path(request["stats"]).write_text(json.dumps(stats))
+    if info.world > 1:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return stats
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m edgeprune.train_worker REQUEST.json", file=sys.stderr)
+        return 2
+    run_request(json.loads(Path(argv[0]).read_text()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
