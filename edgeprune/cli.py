@@ -1,6 +1,7 @@
 """The ``edgeprune`` command line: thin; options → PipelineConfig → pipeline.
 
-Exit codes: 0 budget met, 3 budget missed, 2 usage or input error, 1 internal failure.
+Exit codes: 0 budget met, 3 budget missed, 2 usage or input error, 1 internal failure,
+4 built but not measured (the target's device was not given or not reachable).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ app = typer.Typer(
     name="edgeprune",
     help="Prune, quantize, compile and prove a trained PyTorch vision model on an edge "
     "target.\n\nExit codes: 0 budget met, 3 budget missed, 2 usage or input error, "
-    "1 internal failure.",
+    "1 internal failure, 4 built but not measured (the target's device was not given or not "
+    "reachable).",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode="markdown",
@@ -159,97 +161,168 @@ def _run_and_emit(config: Any, as_json: bool, quiet: bool) -> int:
     return code
 
 
-@app.command(epilog=COMPILE_EPILOG)
-def compile(
-    model: Annotated[Path, typer.Argument(help="Checkpoint: a state_dict, {'state_dict': ...} "
-                                          "or {'model': ...}; `module.` prefixes are stripped.")],
-    arch: Annotated[str | None, typer.Option(help="Architecture as module:callable, or a "
-                                             "built-in name (resnet20, fashion_cnn, ...).")] = None,
-    arch_kwargs: Annotated[str | None, typer.Option(help="JSON keyword arguments for --arch, "
-                                                    "e.g. '{\"num_classes\": 10}'.")] = None,
-    trust_pickle: Annotated[bool, typer.Option(
+# Options shared by `compile`, `prune` and `demo` (declared once).
+ModelOpt = Annotated[Path, typer.Argument(help="Checkpoint: a state_dict, {'state_dict': ...} "
+                                          "or {'model': ...}; `module.` prefixes are stripped.")]
+ArchOpt = Annotated[str | None, typer.Option(help="Architecture as module:callable, or a "
+                                             "built-in name (resnet20, fashion_cnn, ...).")]
+ArchKwargsOpt = Annotated[str | None, typer.Option(help="JSON keyword arguments for --arch, "
+                                                    "e.g. '{\"num_classes\": 10}'.")]
+TrustPickleOpt = Annotated[bool, typer.Option(
         "--trust-pickle", help="Allow a checkpoint that holds pickled Python objects (runs "
-        "code from the file!). Only for files you trust.")] = False,
-    data: Annotated[str | None, typer.Option(
+        "code from the file!). Only for files you trust.")]
+DataOpt = Annotated[str | None, typer.Option(
         help="Data: ImageFolder dir (with train/ and test|val/ sub-dirs, or class dirs), a "
-        "folder of IDX files, an .npz (images, labels), or module:callable.")] = None,
-    eval_data: Annotated[str | None, typer.Option(
-        help="Evaluation split (overrides --data's).")] = None,
-    train_data: Annotated[str | None, typer.Option(
-        help="Training split: calibration (and later fine-tuning) data.")] = None,
-    input_size: Annotated[str | None, typer.Option(help="Model input HxW, e.g. 224 or 32x32 "
-                                                   "(default: the images' size).")] = None,
-    resize: Annotated[int | None, typer.Option(help="Resize the shorter side to this, then "
-                                               "center-crop --input-size.")] = None,
-    channels: Annotated[int | None, typer.Option(help="1 (grey) or 3 (RGB). Default 3.")] = None,
-    mean: Annotated[str | None, typer.Option(help="Per-channel mean on [0,1] pixels, e.g. "
-                                             "0.485,0.456,0.406. Default 0.")] = None,
-    std: Annotated[str | None, typer.Option(help="Per-channel std, e.g. 0.229,0.224,0.225. "
-                                            "Default 1.")] = None,
-    calib_size: Annotated[int | None, typer.Option(help="Calibration images. Default 300.")] = None,
-    eval_limit: Annotated[int | None, typer.Option(help="Evaluate on a seeded random subset "
-                                                   "of this many images.")] = None,
-    target: Annotated[str | None, typer.Option(help="Target profile name (see `edgeprune "
+        "folder of IDX files, an .npz (images, labels), or module:callable.")]
+EvalDataOpt = Annotated[str | None, typer.Option(
+        help="Evaluation split (overrides --data's).")]
+TrainDataOpt = Annotated[str | None, typer.Option(
+        help="Training split: calibration (and later fine-tuning) data.")]
+InputSizeOpt = Annotated[str | None, typer.Option(help="Model input HxW, e.g. 224 or 32x32 "
+                                                   "(default: the images' size).")]
+ResizeOpt = Annotated[int | None, typer.Option(help="Resize the shorter side to this, then "
+                                               "center-crop --input-size.")]
+ChannelsOpt = Annotated[int | None, typer.Option(help="1 (grey) or 3 (RGB). Default 3.")]
+MeanOpt = Annotated[str | None, typer.Option(help="Per-channel mean on [0,1] pixels, e.g. "
+                                             "0.485,0.456,0.406. Default 0.")]
+StdOpt = Annotated[str | None, typer.Option(help="Per-channel std, e.g. 0.229,0.224,0.225. "
+                                            "Default 1.")]
+CalibSizeOpt = Annotated[int | None, typer.Option(help="Calibration images. Default 300.")]
+EvalLimitOpt = Annotated[int | None, typer.Option(help="Evaluate on a seeded random subset "
+                                                   "of this many images.")]
+TargetOpt = Annotated[str | None, typer.Option(help="Target profile name (see `edgeprune "
                                                "targets`) or a TOML path. Default "
-                                               "openvino-cpu.")] = None,
-    precision: Annotated[str | None, typer.Option(help="Override the profile's precision: "
-                                                  "fp32, bf16, fp16, int8.")] = None,
-    threads: Annotated[int | None, typer.Option(help="Runtime threads (0 = default).")] = None,
-    batch: Annotated[int | None, typer.Option(help="Batch size for latency.")] = None,
-    max_drop: Annotated[float | None, typer.Option(help="Accuracy budget: max top-1 drop in "
-                                                   "points. Default 1.0.")] = None,
-    latency_ms: Annotated[float | None, typer.Option(
-        help="Latency goal in ms (per batch).")] = None,
-    percentile: Annotated[str | None, typer.Option(help="Percentile the latency goal is "
-                                                   "checked at: p50, p90, p99.")] = None,
-    iterations: Annotated[int | None, typer.Option(help="Minimum timed iterations per latency "
-                                                   "measurement (profile default 1000).")] = None,
-    prune: Annotated[str | None, typer.Option(
+                                               "openvino-cpu.")]
+PrecisionOpt = Annotated[str | None, typer.Option(help="Override the profile's precision: "
+                                                  "fp32, bf16, fp16, int8.")]
+ThreadsOpt = Annotated[int | None, typer.Option(help="Runtime threads (0 = default).")]
+BatchOpt = Annotated[int | None, typer.Option(help="Batch size for latency.")]
+MaxDropOpt = Annotated[float | None, typer.Option(help="Accuracy budget: max top-1 drop in "
+                                                   "points. Default 1.0.")]
+LatencyMsOpt = Annotated[float | None, typer.Option(
+        help="Latency goal in ms (per batch).")]
+PercentileOpt = Annotated[str | None, typer.Option(help="Percentile the latency goal is "
+                                                   "checked at: p50, p90, p99.")]
+IterationsOpt = Annotated[int | None, typer.Option(help="Minimum timed iterations per latency "
+                                                   "measurement (profile default 1000).")]
+PruneOpt = Annotated[str | None, typer.Option(
         help="Structural pruning criterion: dscore, dstep, dstep-gm, l1, global-magnitude, "
         "random, or module:callable. Needs one amount: --flops-reduction, "
-        "--params-reduction, --sensitivity-threshold or --prune-ratio.")] = None,
-    flops_reduction: Annotated[float | None, typer.Option(
-        help="Prune until FLOPs drop by this fraction (e.g. 0.5).")] = None,
-    params_reduction: Annotated[float | None, typer.Option(
-        help="Prune until parameters drop by this fraction.")] = None,
-    sensitivity_threshold: Annotated[float | None, typer.Option(
-        help="Per-layer ratio = largest whose pruned-alone top-1 (%) stays above this.")] = None,
-    prune_ratio: Annotated[float | None, typer.Option(
-        help="The same pruning ratio for every layer group.")] = None,
-    min_channels: Annotated[int | None, typer.Option(
-        help="Never keep fewer channels in a layer. Default 4.")] = None,
-    round_to: Annotated[int | None, typer.Option(
-        help="Keep channel counts a multiple of this (e.g. 8). Default 1.")] = None,
-    exclude: Annotated[list[str] | None, typer.Option(
-        help="Layer (module name) to leave unpruned; repeatable.")] = None,
-    keep_residual: Annotated[bool, typer.Option(
+        "--params-reduction, --sensitivity-threshold or --prune-ratio.")]
+FlopsReductionOpt = Annotated[float | None, typer.Option(
+        help="Prune until FLOPs drop by this fraction (e.g. 0.5).")]
+ParamsReductionOpt = Annotated[float | None, typer.Option(
+        help="Prune until parameters drop by this fraction.")]
+SensitivityThresholdOpt = Annotated[float | None, typer.Option(
+        help="Per-layer ratio = largest whose pruned-alone top-1 (%) stays above this.")]
+PruneRatioOpt = Annotated[float | None, typer.Option(
+        help="The same pruning ratio for every layer group.")]
+MinChannelsOpt = Annotated[int | None, typer.Option(
+        help="Never keep fewer channels in a layer. Default 4.")]
+RoundToOpt = Annotated[int | None, typer.Option(
+        help="Keep channel counts a multiple of this (e.g. 8). Default 1.")]
+ExcludeOpt = Annotated[list[str] | None, typer.Option(
+        help="Layer (module name) to leave unpruned; repeatable.")]
+KeepResidualOpt = Annotated[bool, typer.Option(
         "--keep-residual", help="Do not prune residual streams (the D-Score paper's "
-        "choice); by default coupled residual channels are pruned together.")] = False,
-    sensitivity_samples: Annotated[int | None, typer.Option(
-        help="Training images for the sensitivity analysis. Default 1000.")] = None,
-    recover: Annotated[str | None, typer.Option(
+        "choice); by default coupled residual channels are pruned together.")]
+SensitivitySamplesOpt = Annotated[int | None, typer.Option(
+        help="Training images for the sensitivity analysis. Default 1000.")]
+RecoverOpt = Annotated[str | None, typer.Option(
         help="After pruning: fine-tune with labels (default), distill (label-free, from the "
-        "original model), or none.")] = None,
-    recover_epochs: Annotated[float | None, typer.Option(
-        help="Recovery epochs on the training split. Default 3.")] = None,
-    recover_lr: Annotated[float | None, typer.Option(
-        help="Recovery learning rate (SGD, cosine to 0). Default 0.01.")] = None,
-    recover_batch: Annotated[int | None, typer.Option(help="Recovery batch size. "
-                                                      "Default 128.")] = None,
-    recover_steps: Annotated[int | None, typer.Option(
-        help="Cap on recovery steps (smoke runs).")] = None,
-    nproc: Annotated[int | None, typer.Option(
-        help="Fine-tune in N processes with torchrun (DDP: gloo on CPU, NCCL on GPU).")] = None,
-    out: Annotated[Path | None, typer.Option(help="Output directory. Default ./out.")] = None,
-    job: Annotated[Path | None, typer.Option(help="TOML job file with these options.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed for data subsets. Default 0.")] = None,
-    exporter: Annotated[str | None, typer.Option(help="ONNX exporter: dynamo (default) or "
-                                                 "torchscript.")] = None,
-    fresh: Annotated[bool, typer.Option("--fresh", help="Ignore cached stages.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print report.json to stdout "
-                                          "(implies --quiet).")] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+        "original model), or none.")]
+RecoverEpochsOpt = Annotated[float | None, typer.Option(
+        help="Recovery epochs on the training split. Default 3.")]
+RecoverLrOpt = Annotated[float | None, typer.Option(
+        help="Recovery learning rate (SGD, cosine to 0). Default 0.01.")]
+RecoverBatchOpt = Annotated[int | None, typer.Option(help="Recovery batch size. "
+                                                      "Default 128.")]
+RecoverStepsOpt = Annotated[int | None, typer.Option(
+        help="Cap on recovery steps (smoke runs).")]
+NprocOpt = Annotated[int | None, typer.Option(
+        help="Fine-tune in N processes with torchrun (DDP: gloo on CPU, NCCL on GPU).")]
+DeviceOpt = Annotated[str | None, typer.Option(
+        help="Profile and evaluate on this device over SSH: user@host[:port] (key-based, "
+        "host key checked). Jetson targets build their engine there. Default: the "
+        "profile's [remote] host, else this machine.")]
+SshKeyOpt = Annotated[Path | None, typer.Option(
+        help="SSH private key for --device (default: ssh's own: agent, ~/.ssh/id_*).")]
+KnownHostsOpt = Annotated[Path | None, typer.Option(
+        help="known_hosts file that must hold the device's host key (default "
+        "~/.ssh/known_hosts). Unknown or changed keys are refused.")]
+RemotePythonOpt = Annotated[str | None, typer.Option(
+        help="Python on the device with edgeprune and the target's runtime. Default python3.")]
+DlaCoreOpt = Annotated[int | None, typer.Option(
+        help="Jetson: build for this DLA core (layers the DLA cannot run fall back to the "
+        "GPU and are listed in the report).")]
+DlaStrictOpt = Annotated[bool, typer.Option(
+        "--dla-strict", help="Jetson DLA: fail (exit 2) when any layer falls back to the GPU.")]
+OutOpt = Annotated[Path | None, typer.Option(help="Output directory. Default ./out.")]
+JobOpt = Annotated[Path | None, typer.Option(help="TOML job file with these options.")]
+SeedOpt = Annotated[int | None, typer.Option(help="Seed for data subsets. Default 0.")]
+ExporterOpt = Annotated[str | None, typer.Option(help="ONNX exporter: dynamo (default) or "
+                                                 "torchscript.")]
+FreshOpt = Annotated[bool, typer.Option("--fresh", help="Ignore cached stages.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary.")]
+AsJsonOpt = Annotated[bool, typer.Option("--json", help="Print report.json to stdout "
+                                          "(implies --quiet).")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks.")]
+
+
+@app.command(epilog=COMPILE_EPILOG)
+def compile(
+    model: ModelOpt,
+    arch: ArchOpt = None,
+    arch_kwargs: ArchKwargsOpt = None,
+    trust_pickle: TrustPickleOpt = False,
+    data: DataOpt = None,
+    eval_data: EvalDataOpt = None,
+    train_data: TrainDataOpt = None,
+    input_size: InputSizeOpt = None,
+    resize: ResizeOpt = None,
+    channels: ChannelsOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    calib_size: CalibSizeOpt = None,
+    eval_limit: EvalLimitOpt = None,
+    target: TargetOpt = None,
+    precision: PrecisionOpt = None,
+    threads: ThreadsOpt = None,
+    batch: BatchOpt = None,
+    max_drop: MaxDropOpt = None,
+    latency_ms: LatencyMsOpt = None,
+    percentile: PercentileOpt = None,
+    iterations: IterationsOpt = None,
+    prune: PruneOpt = None,
+    flops_reduction: FlopsReductionOpt = None,
+    params_reduction: ParamsReductionOpt = None,
+    sensitivity_threshold: SensitivityThresholdOpt = None,
+    prune_ratio: PruneRatioOpt = None,
+    min_channels: MinChannelsOpt = None,
+    round_to: RoundToOpt = None,
+    exclude: ExcludeOpt = None,
+    keep_residual: KeepResidualOpt = False,
+    sensitivity_samples: SensitivitySamplesOpt = None,
+    recover: RecoverOpt = None,
+    recover_epochs: RecoverEpochsOpt = None,
+    recover_lr: RecoverLrOpt = None,
+    recover_batch: RecoverBatchOpt = None,
+    recover_steps: RecoverStepsOpt = None,
+    nproc: NprocOpt = None,
+    device: DeviceOpt = None,
+    ssh_key: SshKeyOpt = None,
+    known_hosts: KnownHostsOpt = None,
+    remote_python: RemotePythonOpt = None,
+    dla_core: DlaCoreOpt = None,
+    dla_strict: DlaStrictOpt = False,
+    out: OutOpt = None,
+    job: JobOpt = None,
+    seed: SeedOpt = None,
+    exporter: ExporterOpt = None,
+    fresh: FreshOpt = False,
+    quiet: QuietOpt = False,
+    as_json: AsJsonOpt = False,
+    debug: DebugOpt = False,
 ) -> None:
     """Run the pipeline on MODEL for a target and check the result against the budget.
 
@@ -297,6 +370,7 @@ def config_from_options(o: dict[str, Any], argv: list[str]):
             warmup_iterations=min(target.profile.warmup_iterations, int(iterations)),
             min_iterations=int(iterations), min_seconds=0.0,
             max_seconds=target.profile.max_seconds)
+    _device_options(o, job, target)
     budget = Budget(
         max_drop=float(_pick(o["max_drop"], job, "max_drop", 1.0)),
         latency_ms=_pick(o["latency_ms"], job, "latency_ms", target.latency_goal_ms),
@@ -340,6 +414,50 @@ def config_from_options(o: dict[str, Any], argv: list[str]):
     )
 
 
+def _device_options(o: dict[str, Any], job: dict[str, Any], target: Any) -> None:
+    """--device & co into the target's [remote] settings, --dla-core into its options; and
+    refuse a target whose runtime is missing here before any work starts."""
+    from edgeprune.backends import get_backend
+    from edgeprune.remote import parse_address
+
+    host = _pick(o.get("device"), job, "device", target.remote.host or None)
+    if host:
+        parse_address(str(host))  # an odd address is refused before any work
+        target.remote.host = str(host)
+    for key, attr in (("ssh_key", "ssh_key"), ("known_hosts", "known_hosts")):
+        value = _pick(o.get(key), job, key)
+        if value is not None:
+            path = Path(str(value)).expanduser()
+            if not path.is_file():
+                raise InputError(f"--{key.replace('_', '-')} {value} is not a file",
+                                 fix=f"pass the path of an existing {key.replace('_', ' ')} "
+                                 "file")
+            setattr(target.remote, attr, str(path.resolve()))
+    python = _pick(o.get("remote_python"), job, "remote_python")
+    if python is not None:
+        target.remote.python = str(python)
+    dla = _pick(o.get("dla_core"), job, "dla_core")
+    if dla is not None:
+        cores = int(target.options.get("dla_cores", 0))
+        module = target.options.get("module", target.name)
+        if target.backend != "jetson" or not 0 <= int(dla) < cores:
+            raise InputError(
+                f"--dla-core {dla}: {module} has "
+                + ("no DLA" if cores == 0 else f"DLA cores 0-{cores - 1} only"),
+                fix="drop --dla-core, or pick a Jetson with DLA (jetson-orin-nx, "
+                "jetson-agx-orin, jetson-xavier-nx)")
+        target.options["dla_core"] = int(dla)
+    if o.get("dla_strict") or job.get("dla_strict"):
+        if "dla_core" not in target.options:
+            raise InputError("--dla-strict needs --dla-core", fix="add --dla-core 0")
+        target.options["dla_strict"] = True
+    ok, why = get_backend(target.backend).available()
+    if not ok:
+        raise InputError(f"target {target.name} cannot compile on this machine: {why}",
+                         fix="install its runtime here, or pick another target (edgeprune "
+                         "targets)")
+
+
 def _prune_options(o: dict[str, Any], job: dict[str, Any]):
     """PruneConfig and RecoverConfig from the options, or (None, None) without --prune."""
     from edgeprune.prune.policy import PruneConfig
@@ -379,6 +497,87 @@ def _prune_options(o: dict[str, Any], job: dict[str, Any]):
     recover = RecoverConfig(mode=mode, train=train,
                             nproc=int(_pick(o.get("nproc"), job, "nproc", 1))).validate()
     return prune, recover
+
+
+PRUNE_EPILOG = """\
+**Examples**
+
+    edgeprune prune resnet20.th --arch resnet20 --data cifar10/ \\
+        --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 \\
+        --prune dscore --flops-reduction 0.5 --recover-epochs 3 --out pruned/
+
+    edgeprune prune model.pt --arch mypkg.nets:build --train-data train/ --eval-data val/ \\
+        --prune l1 --prune-ratio 0.3 --round-to 8 --recover distill --nproc 2
+
+The pruned model is OUT/pruned.pt (weights + recipe; reload it with `edgeprune compile
+OUT/pruned.pt` — no pickled code), the per-group plan OUT/03-prune/plan.json and the
+sensitivity curves OUT/03-prune/sensitivity.json.
+"""
+
+
+@app.command(epilog=PRUNE_EPILOG)
+def prune(
+    model: ModelOpt,
+    prune: PruneOpt = "dscore",
+    flops_reduction: FlopsReductionOpt = None,
+    params_reduction: ParamsReductionOpt = None,
+    sensitivity_threshold: SensitivityThresholdOpt = None,
+    prune_ratio: PruneRatioOpt = None,
+    min_channels: MinChannelsOpt = None,
+    round_to: RoundToOpt = None,
+    exclude: ExcludeOpt = None,
+    keep_residual: KeepResidualOpt = False,
+    sensitivity_samples: SensitivitySamplesOpt = None,
+    recover: RecoverOpt = None,
+    recover_epochs: RecoverEpochsOpt = None,
+    recover_lr: RecoverLrOpt = None,
+    recover_batch: RecoverBatchOpt = None,
+    recover_steps: RecoverStepsOpt = None,
+    nproc: NprocOpt = None,
+    arch: ArchOpt = None,
+    arch_kwargs: ArchKwargsOpt = None,
+    trust_pickle: TrustPickleOpt = False,
+    data: DataOpt = None,
+    eval_data: EvalDataOpt = None,
+    train_data: TrainDataOpt = None,
+    input_size: InputSizeOpt = None,
+    resize: ResizeOpt = None,
+    channels: ChannelsOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    eval_limit: EvalLimitOpt = None,
+    calib_size: CalibSizeOpt = None,
+    out: OutOpt = None,
+    job: JobOpt = None,
+    seed: SeedOpt = None,
+    fresh: FreshOpt = False,
+    quiet: QuietOpt = False,
+    as_json: AsJsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Structurally prune MODEL (D-Score by default) and recover its accuracy, without
+    compiling for a target: load → prune → recover."""
+    options = dict.fromkeys(_compile_keys())
+    options.update({k: v for k, v in locals().items() if k in options})
+
+    def body() -> int:
+        from rich.console import Console
+
+        from edgeprune.job import run_prune
+        from edgeprune.ui import UI
+
+        config = config_from_options(options, sys.argv)
+        with _stdout_to_stderr(as_json):
+            summary = run_prune(config, UI(quiet or as_json))
+        if as_json:
+            sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+        elif not quiet:
+            from edgeprune.report.console import print_prune_summary
+
+            print_prune_summary(summary, Console())
+        return 0
+
+    _guarded(debug, body)
 
 
 @app.command()
@@ -425,7 +624,7 @@ def demo(
             raise InputError(f"Fashion-MNIST not found at {data}",
                              fix="install it: apt-get install dataset-fashion-mnist (or pass "
                              "--data to the folder holding its IDX files)")
-        options = dict.fromkeys(_COMPILE_KEYS)
+        options = dict.fromkeys(_compile_keys())
         options.update(
             model=checkpoint_path(), arch=FASHION_MNIST["arch"], data=str(data),
             channels=FASHION_MNIST["channels"], mean=[FASHION_MNIST["mean"]],
@@ -437,12 +636,12 @@ def demo(
     _guarded(debug, body)
 
 
-_COMPILE_KEYS = [
-    "model", "arch", "arch_kwargs", "trust_pickle", "data", "eval_data", "train_data",
-    "input_size", "resize", "channels", "mean", "std", "calib_size", "eval_limit", "target",
-    "precision", "threads", "batch", "max_drop", "latency_ms", "percentile", "iterations",
-    "out", "job", "seed", "exporter", "fresh",
-]
+def _compile_keys() -> list[str]:
+    """Every option `compile` takes (the demo and `prune` fill in the ones they lack)."""
+    import inspect
+
+    return [k for k in inspect.signature(compile).parameters
+            if k not in ("quiet", "as_json", "debug")]
 
 
 def run() -> None:

@@ -43,3 +43,31 @@ def run_compile(config: PipelineConfig, ui: UI) -> tuple[dict[str, Any], int]:
     jsonschema.validate(report, schema())
     write_json_atomic(config.out_dir / "report.json", report)
     return report, EXIT_OK if report["passed"] else EXIT_BUDGET_MISSED
+
+
+def run_prune(config: PipelineConfig, ui: UI) -> dict[str, Any]:
+    """``edgeprune prune``: load → prune → recover, then OUT/pruned.pt and a summary."""
+    import shutil
+
+    ctx = RunContext(config, ui)
+    stages: list[Stage] = [LoadStage(), PruneStage(config.prune),
+                           RecoverStage(config.recover)]
+    records = run_stages(stages, ctx)
+    final = ctx.latest_model_path()
+    tmp = config.out_dir / ".pruned.pt.tmp"
+    shutil.copyfile(final, tmp)
+    tmp.replace(config.out_dir / "pruned.pt")
+    prune = ctx.metrics("prune")
+    recover = ctx.metrics("recover")
+    summary = {
+        "model": str(config.out_dir / "pruned.pt"),
+        **{k: prune[k] for k in ("criterion", "allocation", "flops_before", "flops_after",
+                                 "params_before", "params_after", "flops_reduction",
+                                 "params_reduction", "channels", "ratios")},
+        "accuracy_pruned": prune["accuracy"],
+        "accuracy_recovered": recover.get("accuracy"),
+        "accuracy_samples": prune["accuracy_samples"],
+        "stages": [{"name": r.name, "status": r.status, "seconds": r.seconds} for r in records],
+    }
+    write_json_atomic(config.out_dir / "prune.json", summary)
+    return summary

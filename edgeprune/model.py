@@ -178,11 +178,46 @@ class LoadedModel:
     model: nn.Module
     arch: ArchSpec | None
     sha256: str
+    recipe: dict[str, Any] = field(default_factory=dict)  # how a pruned artifact rebuilds
+
+
+ARTIFACT_FORMAT = "edgeprune-model/1"
+
+
+RECIPE_KEYS = ("pruned", "conversions", "input_shape")
+
+
+def rebuild_from_artifact(payload: Mapping[str, Any], arch: ArchSpec | None = None) -> nn.Module:
+    """An edgeprune model artifact → module: the original architecture, its recorded
+    conversions, layers resized to the saved (pruned) shapes, then the weights."""
+    from edgeprune.prune.structural import OPTION_A, make_shortcuts_explicit, resize_to_state
+
+    arch = arch or ArchSpec(payload["arch"], dict(payload.get("arch_kwargs") or {}))
+    model = arch.build()
+    state = payload["state_dict"]
+    if OPTION_A in payload.get("conversions", []):
+        make_shortcuts_explicit(model, torch.zeros(payload["input_shape"]))
+    if payload.get("pruned"):
+        resize_to_state(model, state)
+    model.load_state_dict(state, strict=False)
+    return model.eval()
 
 
 def load_model(path: Path, arch: ArchSpec | None, trust_pickle: bool) -> LoadedModel:
     """Build the architecture and load the checkpoint into it (or use a trusted module)."""
     obj = read_checkpoint(path, trust_pickle)
+    if isinstance(obj, Mapping) and obj.get("format") == ARTIFACT_FORMAT and "arch" in obj:
+        # an edgeprune artifact (e.g. `edgeprune prune` output): rebuilt from its recipe.
+        # The architecture named in the file is imported only if it is edgeprune's own;
+        # otherwise --arch must name it (a file must never choose code to run).
+        if arch is None and not str(obj["arch"]).startswith("edgeprune."):
+            raise InputError(
+                f"{path} is an edgeprune artifact of architecture {obj['arch']}",
+                fix=f"pass --arch {obj['arch']} (and its --arch-kwargs) to confirm it",
+            )
+        arch = arch or ArchSpec(obj["arch"], dict(obj.get("arch_kwargs") or {}))
+        recipe = {k: obj[k] for k in RECIPE_KEYS if k in obj}
+        return LoadedModel(rebuild_from_artifact(obj, arch), arch, file_sha256(path), recipe)
     if arch is None and isinstance(obj, Mapping) and isinstance(obj.get("arch"), str):
         hint = str(obj["arch"])
         if hint.startswith("edgeprune."):  # only our own shipped architectures

@@ -32,6 +32,33 @@ def _side(accuracy: float, samples: int, runtime: str, latency: dict[str, Any], 
     }
 
 
+def accuracy_by_stage(ctx: RunContext) -> list[dict[str, Any]]:
+    """Top-1 after each stage that changes the model, and the change it caused, so a drop
+    is attributed to the stage (prune, recover, quantize, compile) that caused it."""
+    rows, previous = [], None
+    for stage, runtime in (("baseline", "pytorch"), ("prune", "pytorch"),
+                           ("recover", "pytorch"), ("quantize", "pytorch"),
+                           ("evaluate", ctx.config.target.backend)):
+        record = ctx.records.get(stage)
+        if record is None or "accuracy" not in record.metrics:
+            continue
+        acc = record.metrics["accuracy"]
+        name = "compile" if stage == "evaluate" else stage
+        rows.append({"stage": name, "accuracy": acc, "runtime": runtime,
+                     "change": None if previous is None else acc - previous})
+        previous = acc
+    return rows
+
+
+def _pruning(ctx: RunContext) -> dict[str, Any] | None:
+    record = ctx.records.get("prune")
+    if record is None or record.status == "skipped":
+        return None
+    keys = ("criterion", "allocation", "flops_before", "flops_after", "params_before",
+            "params_after", "flops_reduction", "params_reduction", "channels", "ratios")
+    return {k: record.metrics[k] for k in keys} | {"choice": record.metrics.get("choice", {})}
+
+
 def build_report(ctx: RunContext, records: list[StageRecord]) -> dict[str, Any]:
     c = ctx.config
     load, base = ctx.metrics("load"), ctx.metrics("baseline")
@@ -71,6 +98,8 @@ def build_report(ctx: RunContext, records: list[StageRecord]) -> dict[str, Any]:
         "final": final,
         "speedup": profile["speedup_vs_baseline"],
         "export": {k: export[k] for k in ("exporter", "opset", "onnx_bytes", "parity")},
+        "accuracy_by_stage": accuracy_by_stage(ctx),
+        "pruning": _pruning(ctx),
         "stages": [
             {"index": r.index, "name": r.name, "status": r.status, "seconds": r.seconds,
              "dir": str(r.dir), "summary": r.metrics.get("summary", "")}

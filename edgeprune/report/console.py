@@ -64,3 +64,24 @@ def print_summary(report: dict[str, Any], console: Console) -> None:
                       f"pts{goal}")
         for reason in report["verdict"]["reasons"]:
             console.print(f"  - {reason}")
+
+
+def print_prune_summary(summary: dict[str, Any], console: Console) -> None:
+    """Per-layer channels before/after and what pruning cost, for `edgeprune prune`."""
+    table = Table(title=f"pruned with {summary['criterion']} ({summary['allocation']})",
+                  title_justify="left")
+    table.add_column("layer")
+    table.add_column("channels", justify="right")
+    for name, (before, after) in summary["channels"].items():
+        mark = "" if before == after else f" (-{1 - after / before:.0%})"
+        table.add_row(name, f"{before} → {after}{mark}")
+    console.print(table)
+    recovered = summary["accuracy_recovered"]
+    console.print(
+        f"FLOPs {summary['flops_before'] / 1e6:.2f} M → {summary['flops_after'] / 1e6:.2f} M "
+        f"(-{summary['flops_reduction']:.1%}), params {summary['params_before']:,} → "
+        f"{summary['params_after']:,} (-{summary['params_reduction']:.1%})\n"
+        f"top-1 after pruning {summary['accuracy_pruned']:.2f}%"
+        + (f", after recovery {recovered:.2f}%" if recovered is not None else "")
+        + f" on {summary['accuracy_samples']} evaluation images\nsaved {summary['model']}"
+    )

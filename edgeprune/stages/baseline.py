@@ -15,7 +15,7 @@ from edgeprune.pipeline import RunContext
 from edgeprune.stages.common import (
     compile_for_target,
     loop_settings,
-    run_profiler,
+    profile_or_pending,
     save_profile_inputs,
     top1,
     torch_predictions,
@@ -48,8 +48,11 @@ class BaselineStage:
                                       BASELINE_PRECISION)
         save_profile_inputs(ctx, workdir / "inputs.npy")
         with ctx.ui.task("profiling dense FP32 baseline on the target", None):
-            profile = run_profiler(ctx, compiled_dir / compiled["artifact"], BASELINE_PRECISION,
-                                   workdir / "inputs.npy", loop_settings(ctx))
+            # None for a bundle target without its device: the profile stage measures it
+            # on the device, or stops with exit 4 once the final bundle exists.
+            profile = profile_or_pending(ctx, compiled_dir / compiled["artifact"],
+                                         BASELINE_PRECISION, workdir / "inputs.npy",
+                                         loop_settings(ctx))
         lat = profile["latency_ms"]
         return {
             "accuracy": accuracy,
@@ -64,6 +67,8 @@ class BaselineStage:
             "latency_ms": lat,
             "runtime": profile["runtime"],
             "memory": profile["memory"],
-            "summary": f"top-1 {accuracy:.2f}%, p50 {lat['p50']:.3f} ms on "
-            f"{ctx.config.target.name} ({BASELINE_PRECISION})",
+            "summary": f"top-1 {accuracy:.2f}%, " + (
+                f"p50 {lat['p50']:.3f} ms on {ctx.config.target.name} ({BASELINE_PRECISION})"
+                if lat else f"latency pending: {ctx.config.target.name} is measured on its "
+                "device"),
         }

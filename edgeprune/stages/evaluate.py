@@ -8,10 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from edgeprune.backends import get_backend
-from edgeprune.backends.base import batches
 from edgeprune.pipeline import RunContext
-from edgeprune.stages.common import top1, torch_predictions
+from edgeprune.stages.common import target_predictions, top1, torch_predictions
 
 
 class EvaluateStage:
@@ -24,16 +22,10 @@ class EvaluateStage:
         c = ctx.config
         compiled = ctx.metrics("compile")
         images, labels = ctx.arrays("eval")
-        session = get_backend(c.target.backend).load(
-            ctx.stage_dir("compile") / compiled["artifact"], compiled["precision"],
-            c.target.threads, c.eval_batch, dict(c.target.options),
-        )
-        preds = []
-        with ctx.ui.task(f"evaluating in {c.target.backend}", len(images)) as advance:
-            for chunk in batches(images, c.eval_batch):
-                preds.append(session.run(chunk).argmax(1))
-                advance(len(chunk))
-        runtime_preds = np.concatenate(preds)
+        # In the target runtime: on this machine, or on the device for remote targets.
+        runtime_preds, runtime = target_predictions(
+            ctx, ctx.stage_dir("compile") / compiled["artifact"], compiled["precision"], images,
+            workdir / "device-logs")
         torch_preds = torch_predictions(ctx.load_model(), images, ctx, "PyTorch reference")
         np.save(workdir / "predictions.npy", runtime_preds)
         accuracy = top1(runtime_preds, labels)
@@ -44,7 +36,7 @@ class EvaluateStage:
             "accuracy_runtime": c.target.backend,
             "pytorch_accuracy": torch_acc,
             "top1_agreement_with_pytorch": float(np.mean(runtime_preds == torch_preds)),
-            "runtime": session.runtime_info(),
+            "runtime": runtime,
             "summary": f"top-1 {accuracy:.2f}% in {c.target.backend} "
             f"({compiled['precision']}; PyTorch {torch_acc:.2f}%)",
         }

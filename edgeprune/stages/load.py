@@ -19,11 +19,14 @@ from torch import nn
 
 from edgeprune.data.splits import Subset
 from edgeprune.errors import InputError
-from edgeprune.model import ArchSpec, count_params, load_model
+from edgeprune.model import (
+    ARTIFACT_FORMAT,
+    ArchSpec,
+    count_params,
+    load_model,
+    rebuild_from_artifact,
+)
 from edgeprune.pipeline import MODEL_ARTIFACT, RunContext, write_json_atomic
-from edgeprune.prune.structural import OPTION_A, make_shortcuts_explicit, resize_to_state
-
-ARTIFACT_FORMAT = "edgeprune-model/1"
 
 
 def save_model_artifact(model: nn.Module, arch: ArchSpec | None, path: Path,
@@ -71,14 +74,7 @@ def read_model_artifact(path: Path, trust_pickle: bool) -> nn.Module:
         payload = torch.load(path, map_location="cpu", weights_only=False)
     if "module" in payload:
         return payload["module"].eval()
-    model = ArchSpec(payload["arch"], payload["arch_kwargs"]).build()
-    state = payload["state_dict"]
-    if OPTION_A in payload.get("conversions", []):
-        make_shortcuts_explicit(model, torch.zeros(payload["input_shape"]))
-    if payload.get("pruned"):
-        resize_to_state(model, state)  # the recipe: original arch, pruned shapes
-    model.load_state_dict(state, strict=False)
-    return model.eval()
+    return rebuild_from_artifact(payload)
 
 
 def data_signature(spec: str | None) -> str:
@@ -129,7 +125,7 @@ class LoadStage:
                 fix="check that --data matches the model's classes (or --arch-kwargs "
                 "num_classes)",
             )
-        save_model_artifact(loaded.model, loaded.arch, workdir / MODEL_ARTIFACT)
+        save_model_artifact(loaded.model, loaded.arch, workdir / MODEL_ARTIFACT, loaded.recipe)
         manifests = workdir / "calib"
         manifests.mkdir()
         for subset in (splits.calibration, splits.eval):
