@@ -30,6 +30,23 @@ class ProfileSettings:
 
 
 @dataclass
+class RemoteSettings:
+    """Measure on a device over SSH (``[remote]`` in a profile, or ``--device`` & co).
+
+    An empty host means this machine. The device runs ``python -m edgeprune.runner`` with
+    ``python`` (edgeprune + the target's runtime installed there); Jetson targets need only
+    TensorRT's ``trtexec`` on the device for profiling.
+    """
+
+    host: str = ""  # [user@]host[:port]
+    python: str = "python3"
+    ssh_key: str = ""  # private key file; "" = ssh's defaults (agent, ~/.ssh/id_*)
+    known_hosts: str = ""  # "" = ~/.ssh/known_hosts (host keys are always checked)
+    connect_timeout_s: int = 10
+    command_timeout_s: int = 1800
+
+
+@dataclass
 class TargetProfile:
     """A hardware target: which backend runs the model, how, and what it should achieve."""
 
@@ -45,6 +62,7 @@ class TargetProfile:
     latency_percentile: str = "p50"
     profile: ProfileSettings = field(default_factory=ProfileSettings)
     options: dict[str, Any] = field(default_factory=dict)
+    remote: RemoteSettings = field(default_factory=RemoteSettings)
     source: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -93,7 +111,8 @@ def targets_dir() -> Path:
 
 def list_targets() -> list[TargetProfile]:
     """Every profile shipped in ``targets/``, sorted by name."""
-    return [load_target(p) for p in sorted(targets_dir().glob("*.toml"))]
+    return [load_target(p) for p in sorted(targets_dir().glob("*.toml"))
+            if p.name != "aliases.toml"]
 
 
 def target_aliases() -> dict[str, str]:
@@ -141,11 +160,13 @@ def load_target(path: Path) -> TargetProfile:
     try:
         latency = raw.pop("latency", {})
         prof = ProfileSettings(**raw.pop("profile", {}))
+        remote = RemoteSettings(**raw.pop("remote", {}))
         profile = TargetProfile(
             **raw,
             latency_goal_ms=latency.get("goal_ms"),
             latency_percentile=latency.get("percentile", "p50"),
             profile=prof,
+            remote=remote,
             source=str(path),
         )
     except TypeError as exc:

@@ -1,6 +1,7 @@
 """Error types that map to the CLI's documented exit codes.
 
-0 budget met, 3 budget missed, 2 usage or input error, 1 internal failure.
+0 budget met, 3 budget missed, 2 usage or input error, 1 internal failure,
+4 artifact built but not measured (the target's device was not given or not reachable).
 A user error always carries the problem and the fix, so the CLI can print one
 readable paragraph instead of a traceback.
 """
@@ -11,6 +12,7 @@ EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_INPUT = 2
 EXIT_BUDGET_MISSED = 3
+EXIT_NEEDS_DEVICE = 4
 
 
 class EdgepruneError(Exception):
@@ -41,3 +43,14 @@ class StageFailure(EdgepruneError):
     """A pipeline check failed on valid input, e.g. ONNX parity (exit 1)."""
 
     exit_code = EXIT_INTERNAL
+
+
+class DeviceRequired(EdgepruneError):
+    """The artifact is built but nothing was measured: the target needs its device and none
+    was given (exit 4). The message says how to build and profile it there."""
+
+    exit_code = EXIT_NEEDS_DEVICE
+
+
+class DeviceUnreachable(DeviceRequired):
+    """A device was given but could not be reached over the network (exit 4)."""

@@ -52,7 +52,10 @@ def profile(request: dict[str, Any]) -> dict[str, Any]:
         request.get("options", {}),
     )
     rss_loaded = _rss_bytes()
-    samples = time_loop(lambda: session.run(x), LoopSettings(**request["loop"]))
+    settings = LoopSettings(**request["loop"])
+    own_clock = getattr(session, "time_loop", None)  # e.g. TensorRT: CUDA events
+    samples = own_clock(x, settings) if own_clock else time_loop(lambda: session.run(x),
+                                                                 settings)
     peak = _peak_rss_bytes()
     return {
         "latency_ms": summarize(samples, batch),
@@ -69,12 +72,32 @@ def profile(request: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def predict(request: dict[str, Any]) -> dict[str, Any]:
+    """Top-1 predictions of the artifact on the request's images, saved to its ``output``
+    (accuracy measured in the device's own runtime when this runs on a device)."""
+    backend = get_backend(request["backend"])
+    images = np.load(request["inputs"])
+    batch = int(request["batch"])
+    session = backend.load(
+        Path(request["artifact"]), request["precision"], int(request["threads"]), batch,
+        request.get("options", {}),
+    )
+    preds = [session.run(np.ascontiguousarray(images[i:i + batch], dtype=np.float32)).argmax(1)
+             for i in range(0, len(images), batch)]
+    np.save(request["output"], np.concatenate(preds))
+    return {"samples": len(images), "runtime": session.runtime_info()}
+
+
+COMMANDS = {"profile": profile, "predict": predict}
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 2 or argv[0] != "profile":
-        print("usage: python -m edgeprune.runner profile REQUEST.json", file=sys.stderr)
+    if len(argv) != 2 or argv[0] not in COMMANDS:
+        print("usage: python -m edgeprune.runner profile|predict REQUEST.json",
+              file=sys.stderr)
         return 2
     request = json.loads(Path(argv[1]).read_text())
-    json.dump(profile(request), sys.stdout)
+    json.dump(COMMANDS[argv[0]](request), sys.stdout)
     return 0
 
 

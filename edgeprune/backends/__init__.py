@@ -38,6 +38,24 @@ def register_backend(name: str, factory: Callable[[], Backend]) -> None:
     BACKENDS[name] = factory
 
 
+def _tensorrt() -> Backend:
+    """TensorRT on this machine's NVIDIA GPU (tensorrt imported only when used)."""
+    from edgeprune.backends.tensorrt import TensorRTBackend
+
+    return TensorRTBackend()
+
+
+def _jetson() -> Backend:
+    """A Jetson over SSH: compile makes a deploy bundle, the device builds the engine."""
+    from edgeprune.backends.jetson import JetsonBackend
+
+    return JetsonBackend()
+
+
+register_backend("tensorrt", _tensorrt)
+register_backend("jetson", _jetson)
+
+
 def get_backend(name: str) -> Backend:
     """Return a fresh backend by name; an unknown name is a user error (exit 2)."""
     factory = BACKENDS.get(name)
