@@ -181,7 +181,8 @@ def _run_all(stages: Sequence[Stage], ctx: RunContext) -> list[StageRecord]:
         final_dir = out / f"{index:02d}-{stage.name}"
         cached = _cached_metrics(final_dir, key) if not ctx.config.fresh else None
         if cached is not None:
-            record = StageRecord(index, stage.name, "cached", cached.get("seconds", 0.0),
+            status = "skipped" if cached.get("skipped") else "cached"
+            record = StageRecord(index, stage.name, status, cached.get("seconds", 0.0),
                                  cached, final_dir)
         else:
             record = _run_one(stage, ctx, index, key, final_dir)
