@@ -124,7 +124,7 @@ def main() -> None:
         results[method] = {"runs": runs, "top1_mean": float(top1.mean()),
                            "top1_spread": float(top1.max() - top1.min()), "n": len(runs)}
     dense = results.get("dense", {}).get("top1_mean")
-    for method, r in results.items():
+    for r in results.values():
         if dense is not None and "top1_mean" in r:
             r["drop_vs_dense_finetuned"] = dense - r["top1_mean"]
             r["flops_reduction"] = 1 - r["runs"][0]["flops"] / results[

@@ -48,7 +48,7 @@ def _check_precision(precision: str) -> None:
         )
 
 
-class _Reader:
+class CalibrationReader:
     """CalibrationDataReader over the request's batches that counts the samples it fed."""
 
     def __init__(self, input_name: str, batches: Iterable[np.ndarray]) -> None:
@@ -137,8 +137,8 @@ def _quantize(request: CompileRequest, dst: Path) -> dict[str, Any]:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     method_name, method = _calibrate_method(request.options)
-    reader = _Reader(_input_name(onnx.load(str(request.onnx_path), load_external_data=False)),
-                     _non_empty(request.calibration))
+    name = _input_name(onnx.load(str(request.onnx_path), load_external_data=False))
+    reader = CalibrationReader(name, _non_empty(request.calibration))
     with tempfile.TemporaryDirectory(prefix="edgeprune-ort-") as tmp:
         src, pre = _pre_process(request.onnx_path, Path(tmp) / "pre.onnx")
         quantize_static(

@@ -13,12 +13,13 @@ from __future__ import annotations
 import hashlib
 import re
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edgeprune.backends.onnxruntime import CalibrationReader
 from edgeprune.errors import InputError
 
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
@@ -84,26 +85,6 @@ def shape_spec(facts: dict[str, Any], batch: int) -> str:
     return f"{name}:" + "x".join(str(d) for d in input_shape(facts, batch))
 
 
-class _Reader:
-    """ONNX Runtime calibration reader over preprocessed float32 batches."""
-
-    def __init__(self, name: str, batches: Iterable[np.ndarray]) -> None:
-        self._name = name
-        self._it: Iterator[np.ndarray] = iter(batches)
-        self.samples = 0
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        batch = next(self._it, None)
-        if batch is None:
-            return None
-        arr = np.ascontiguousarray(batch, dtype=np.float32)
-        self.samples += len(arr)
-        return {self._name: arr}
-
-    def rewind(self) -> None:
-        """One pass only."""
-
-
 def insert_qdq(src: Path, dst: Path, calibration: Iterable[np.ndarray] | None,
                options: dict[str, Any]) -> dict[str, Any]:
     """Static INT8 Q/DQ for TensorRT: symmetric int8 activations and per-channel int8
@@ -130,7 +111,7 @@ def insert_qdq(src: Path, dst: Path, calibration: Iterable[np.ndarray] | None,
     if method not in methods:
         raise InputError(f"unknown calibrate_method {method!r}",
                          fix="set calibrate_method to minmax, percentile or entropy")
-    reader = _Reader(onnx_facts(src)["input"]["name"], batches)
+    reader = CalibrationReader(onnx_facts(src)["input"]["name"], batches)
     with tempfile.TemporaryDirectory(prefix="edgeprune-trt-") as tmp:
         pre = Path(tmp) / "pre.onnx"
         try:
