@@ -7,6 +7,8 @@ OpenVINO's default hint is bf16, so an unhinted "fp32" model silently runs in bf
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -79,12 +81,14 @@ def _quantize(model: ov.Model, request: CompileRequest) -> tuple[ov.Model, dict[
             fix="point the profile's calibration set at preprocessed images, or use fp32",
         )
     name, preset = _preset(request.options)
-    quantized = nncf.quantize(
-        model,
-        nncf.Dataset(samples),
-        subset_size=len(samples),
-        preset=preset,
-    )
+    # NNCF draws its own progress bar on stdout; stdout belongs to the CLI (reports, JSON)
+    with contextlib.redirect_stdout(sys.stderr):
+        quantized = nncf.quantize(
+            model,
+            nncf.Dataset(samples),
+            subset_size=len(samples),
+            preset=preset,
+        )
     details = {
         "nncf_version": nncf.__version__,
         "calibration_samples": len(samples),
