@@ -77,6 +77,8 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=[
         "dense", "dscore", "dstep", "dstep-gm", "l1", "random", "global-magnitude"])
     parser.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "cifar")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the methods already in the results file, run the rest")
     args = parser.parse_args()
     torch.set_num_threads(2)
     data = cifar_arrays(args.data_dir)
@@ -95,7 +97,12 @@ def main() -> None:
     results = {"unpruned_no_finetune": {"top1": evaluate(base), "flops": count_flops(base, shape),
                                         "params": count_params(base)}}
     print(json.dumps(results))
+    previous = REPO / "bench" / "results" / f"prune_quality_resnet{args.depth}.json"
+    if args.resume and previous.is_file():
+        results.update(json.loads(previous.read_text())["results"])
     for method in args.methods:
+        if method in results:
+            continue
         runs = []
         for seed in args.seeds:
             t0 = time.perf_counter()
@@ -123,18 +130,26 @@ def main() -> None:
         top1 = np.asarray([r["top1"] for r in runs])
         results[method] = {"runs": runs, "top1_mean": float(top1.mean()),
                            "top1_spread": float(top1.max() - top1.min()), "n": len(runs)}
+        write_results(args, results, dscore_choice, sensitivity_seconds)  # after each method
+
+
+def write_results(args: argparse.Namespace, results: dict, dscore_choice: dict,
+                  sensitivity_seconds: float) -> None:
+    """(Re)write the JSON: a long run that is cut short still leaves what it measured."""
     dense = results.get("dense", {}).get("top1_mean")
     for r in results.values():
-        if dense is not None and "top1_mean" in r:
-            r["drop_vs_dense_finetuned"] = dense - r["top1_mean"]
+        if "top1_mean" in r:
             r["flops_reduction"] = 1 - r["runs"][0]["flops"] / results[
                 "unpruned_no_finetune"]["flops"]
+            if dense is not None:
+                r["drop_vs_dense_finetuned"] = dense - r["top1_mean"]
     out = {
         "benchmark": "prune_quality", "model": f"resnet{args.depth}",
         "protocol": "CIFAR-10 JPEG: fine-tune on all 50k train JPEGs, SGD momentum 0.9 "
         f"Nesterov, lr 0.01 cosine per iteration, wd 5e-4, batch 128, crop+flip, "
         f"E={args.epochs}; top-1 on all 10k test JPEGs",
         "flops_reduction_target": args.flops_reduction, "seeds": args.seeds,
+        "methods_requested": args.methods,
         "sensitivity": {"samples": 1000, "seconds": sensitivity_seconds,
                         "threshold": dscore_choice.get("threshold"),
                         "achieved_flops_reduction": dscore_choice.get("reduction"),
@@ -144,7 +159,6 @@ def main() -> None:
     target = REPO / "bench" / "results" / f"prune_quality_resnet{args.depth}.json"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(out, indent=2) + "\n")
-    print("wrote", target)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""Stages 3-5: prune, recover, quantize. Named slots in the pipeline that pass the model
-through unchanged until their capabilities land (D-Score pruning, recovery fine-tuning,
-hyperspherical ternary quantization). Runtime INT8 (post-training) happens at compile."""
+"""Stages 3-5 when they are not asked for: named slots that pass the model through and
+say why, so every run has the same stage numbers (prune with --prune; recovery follows
+pruning; weight quantization is not in the pipeline yet). Runtime INT8 (post-training)
+happens at compile."""
 
 from __future__ import annotations
 
