@@ -60,17 +60,20 @@ def compile_ov(model: torch.nn.Module, example: torch.Tensor, folder: Path) -> P
     return folder / result.artifact
 
 
-def pruned_resnet(depth: int, example: torch.Tensor) -> torch.nn.Module:
-    """D-Score ratios from the quality benchmark's sensitivity analysis (50% FLOPs)."""
+def pruned_resnet(depth: int, example: torch.Tensor) -> tuple[torch.nn.Module, str]:
+    """D-Score ratios from the quality benchmark's sensitivity analysis (50% FLOPs) when it
+    has run, else 30% of every group; returns the model and which one it was."""
     results = REPO / "bench" / "results" / f"prune_quality_resnet{depth}.json"
     model = load_resnet(depth)
     make_shortcuts_explicit(model, example)
     if results.is_file():
         ratios = json.loads(results.read_text())["sensitivity"]["ratios"]
+        how = "D-Score, sensitivity ratios for 50% FLOPs"
     else:
         _, groups = find_groups(model, example, PruneOptions())
         ratios = {g.name: 0.3 for g in groups}
-    return prune_copy(model, example, ratios, dscore, PruneOptions())[0]
+        how = "D-Score, 30% of every group"
+    return prune_copy(model, example, ratios, dscore, PruneOptions())[0], how
 
 
 def efficientnet_pair(ratio: float) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -96,8 +99,8 @@ def main() -> None:
     args = parser.parse_args()
     cases = {}
     ex32 = torch.zeros(2, 3, 32, 32)
-    cases["resnet20 (D-Score, sensitivity ratios)"] = (load_resnet(20), pruned_resnet(20, ex32),
-                                                        ex32)
+    pruned20, how = pruned_resnet(20, ex32)
+    cases[f"resnet20 ({how})"] = (load_resnet(20), pruned20, ex32)
     lite, lite_pruned = efficientnet_pair(0.4)
     cases["efficientnet-lite0 224² (D-Score, 40% of every group, round to 8)"] = (
         lite, lite_pruned, torch.zeros(2, 3, 224, 224))
