@@ -49,11 +49,16 @@ def load_resnet(depth: int) -> torch.nn.Module:
     return model.eval()
 
 
-def cifar_arrays(root: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def extract_cifar(root: Path) -> None:
+    """The shared CIFAR-10 JPEG archives as an ImageFolder tree (train/, test/)."""
     for name in ("train", "test"):
         if not (root / name).is_dir():
             with tarfile.open(SHARED / "cifar10" / f"{name}_jpg.tar.gz") as tar:
                 tar.extractall(root, filter="data")
+
+
+def cifar_arrays(root: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    extract_cifar(root)
     splits = resolve_splits(DataOptions(data=str(root), calib_size=1000, seed=0))
     pre = Preprocess(mean=MEAN, std=STD).validate()
     train_all = Subset(splits.train.source, splits.train.indices, "train", "all")

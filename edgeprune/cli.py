@@ -46,6 +46,13 @@ Your own architecture, INT8, with a latency goal checked at p99, JSON on stdout 
         --target openvino-cpu --precision int8 --max-drop 1.0 --latency-ms 5 \\
         --percentile p99 --json > report.json
 
+Prune 50% of the FLOPs with D-Score, recover, then hyperspherical ternary QAT (first conv
+and classifier stay int8, 8-bit activations), all in one run:
+
+    edgeprune compile resnet20.th --arch resnet20 --data cifar10/ \\
+        --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 \\
+        --prune dscore --flops-reduction 0.5 --quant ternary --quant-epochs 3
+
 Every option can also come from a TOML job file (`--job job.toml`, keys named like the
 options with underscores: `max_drop = 1.0`); options on the command line win.
 """
@@ -241,6 +248,25 @@ RecoverStepsOpt = Annotated[int | None, typer.Option(
         help="Cap on recovery steps (smoke runs).")]
 NprocOpt = Annotated[int | None, typer.Option(
         help="Fine-tune in N processes with torchrun (DDP: gloo on CPU, NCCL on GPU).")]
+QuantOpt = Annotated[str | None, typer.Option(
+        help="Weight quantization: fp32 (none), int8 (post-training, by the target's tool: "
+        "NNCF / ONNX Runtime / TensorRT), or ternary (quantization-aware training: weights "
+        "α·{-1,0,+1}, 8-bit activations, exported as Q/DQ that targets run as INT8). "
+        "Implies the target precision (int8 for int8 and ternary).")]
+QuantMethodOpt = Annotated[str | None, typer.Option(
+        help="Ternary method: hq (hyperspherical, default) or twn (Δ = 0.7·mean|w|).")]
+QuantEpochsOpt = Annotated[float | None, typer.Option(
+        help="Ternary QAT epochs on the training split. Default 3.")]
+QuantLrOpt = Annotated[float | None, typer.Option(
+        help="Ternary QAT learning rate (SGD, cosine to 0). Default 0.01.")]
+QuantStepsOpt = Annotated[int | None, typer.Option(
+        help="Cap on ternary QAT steps (smoke runs).")]
+TernarySparsityOpt = Annotated[float | None, typer.Option(
+        help="Extra fraction of ternary weights pruned to 0 during QAT (0 = only the zeros "
+        "the ternarizer picks; ~0.8 makes a much smaller packed artifact). Default 0.")]
+TernaryFirstLastOpt = Annotated[bool, typer.Option(
+        "--ternary-first-last", help="Make the first conv and the classifier ternary too "
+        "(by default they stay int8).")]
 DeviceOpt = Annotated[str | None, typer.Option(
         help="Profile and evaluate on this device over SSH: user@host[:port] (key-based, "
         "host key checked). Jetson targets build their engine there. Default: the "
@@ -309,6 +335,13 @@ def compile(
     recover_batch: RecoverBatchOpt = None,
     recover_steps: RecoverStepsOpt = None,
     nproc: NprocOpt = None,
+    quant: QuantOpt = None,
+    quant_method: QuantMethodOpt = None,
+    quant_epochs: QuantEpochsOpt = None,
+    quant_lr: QuantLrOpt = None,
+    quant_steps: QuantStepsOpt = None,
+    ternary_sparsity: TernarySparsityOpt = None,
+    ternary_first_last: TernaryFirstLastOpt = False,
     device: DeviceOpt = None,
     ssh_key: SshKeyOpt = None,
     known_hosts: KnownHostsOpt = None,
@@ -353,7 +386,8 @@ def config_from_options(o: dict[str, Any], argv: list[str]):
                          fix="use the option names of `edgeprune compile --help` with "
                          "underscores, e.g. max_drop")
     target = resolve_target(_pick(o["target"], job, "target", "openvino-cpu"))
-    precision = _pick(o["precision"], job, "precision", target.precision)
+    precision = _precision_for_quant(_pick(o.get("quant"), job, "quant"),
+                                     _pick(o["precision"], job, "precision"), target.precision)
     if precision not in target.precisions:
         raise InputError(f"target {target.name} does not support precision {precision!r}",
                          fix=f"use one of {', '.join(target.precisions)}")
@@ -404,7 +438,7 @@ def config_from_options(o: dict[str, Any], argv: list[str]):
                          f"model path {model} is not a file", fix="check the path to MODEL")
     prune_config, recover_config = _prune_options(o, job)
     return PipelineConfig(
-        prune=prune_config, recover=recover_config,
+        prune=prune_config, recover=recover_config, quantize=_quant_options(o, job),
         model_path=model,
         arch=parse_arch(_pick(o["arch"], job, "arch"), _pick(o["arch_kwargs"], job,
                                                               "arch_kwargs")),
@@ -497,6 +531,61 @@ def _prune_options(o: dict[str, Any], job: dict[str, Any]):
     recover = RecoverConfig(mode=mode, train=train,
                             nproc=int(_pick(o.get("nproc"), job, "nproc", 1))).validate()
     return prune, recover
+
+
+def _precision_for_quant(quant: str | None, precision: str | None, default: str) -> str:
+    """The target precision a --quant choice implies; a contradicting --precision is an
+    error rather than a silent override."""
+    if quant is None:
+        return precision or default
+    from edgeprune.stages.quantize import QUANT_MODES
+
+    if quant not in QUANT_MODES:
+        raise InputError(f"unknown --quant {quant!r}", fix="use fp32, int8 or ternary")
+    implied = {"fp32": precision or "fp32", "int8": "int8", "ternary": "int8"}[quant]
+    if (precision and precision != implied) or (quant == "fp32" and precision == "int8"):
+        raise InputError(
+            f"--quant {quant} and --precision {precision} contradict each other",
+            fix="drop --precision: --quant int8 and --quant ternary run INT8 on the target; "
+            "--quant fp32 runs fp32 (or --precision fp16/bf16)")
+    return implied
+
+
+def _quant_options(o: dict[str, Any], job: dict[str, Any]):
+    """QuantizeConfig for --quant ternary, else None (fp32/int8 need no training stage)."""
+    from edgeprune.quant.ternary import TernaryConfig
+    from edgeprune.stages.quantize import QuantizeConfig
+    from edgeprune.train import TrainConfig
+
+    if _pick(o.get("quant"), job, "quant") != "ternary":
+        for key in ("quant_method", "quant_epochs", "quant_lr", "quant_steps",
+                    "ternary_sparsity"):
+            if _pick(o.get(key), job, key) is not None:
+                raise InputError(f"--{key.replace('_', '-')} only applies to --quant ternary",
+                                 fix="add --quant ternary, or drop the option")
+        return None
+    method = _pick(o.get("quant_method"), job, "quant_method", "hq")
+    if method not in ("hq", "twn"):
+        raise InputError(f"unknown --quant-method {method!r}", fix="use hq or twn")
+    sparsity = float(_pick(o.get("ternary_sparsity"), job, "ternary_sparsity", 0.0))
+    if not 0 <= sparsity < 1:
+        raise InputError(f"--ternary-sparsity {sparsity} must be in [0, 1)",
+                         fix="pass a fraction, e.g. 0.8")
+    ternary = TernaryConfig(
+        method=method, prune_target=sparsity,
+        keep_first_last_8bit=not bool(o.get("ternary_first_last")
+                                      or job.get("ternary_first_last")))
+    mode = _pick(o.get("recover"), job, "recover", "labels")
+    train = TrainConfig(
+        epochs=float(_pick(o.get("quant_epochs"), job, "quant_epochs", 3.0)),
+        lr=float(_pick(o.get("quant_lr"), job, "quant_lr", 0.01)),
+        batch_size=int(_pick(o.get("recover_batch"), job, "recover_batch", 128)),
+        max_steps=_pick(o.get("quant_steps"), job, "quant_steps"),
+        seed=int(_pick(o.get("seed"), job, "seed", 0)),
+    )
+    return QuantizeConfig(ternary=ternary, mode="labels" if mode == "none" else mode,
+                          train=train,
+                          nproc=int(_pick(o.get("nproc"), job, "nproc", 1))).validate()
 
 
 PRUNE_EPILOG = """\

@@ -16,6 +16,7 @@ from edgeprune.stages.export_stage import ExportStage
 from edgeprune.stages.load import LoadStage
 from edgeprune.stages.profile_stage import ProfileStage
 from edgeprune.stages.prune_stage import PruneStage
+from edgeprune.stages.quantize import QuantizeStage
 from edgeprune.stages.recover import RecoverStage
 from edgeprune.stages.slots import default_slots
 from edgeprune.stages.verdict import VerdictStage
@@ -30,7 +31,8 @@ def build_stages(config: PipelineConfig) -> list[Stage]:
         LoadStage(), BaselineStage(),
         PruneStage(config.prune) if config.prune else prune,
         RecoverStage(config.recover) if config.prune else recover,
-        quantize, ExportStage(), CompileStage(), ProfileStage(), EvaluateStage(),
+        QuantizeStage(config.quantize) if config.quantize else quantize,
+        ExportStage(), CompileStage(), ProfileStage(), EvaluateStage(),
         VerdictStage(),
     ]
 

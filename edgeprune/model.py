@@ -184,7 +184,7 @@ class LoadedModel:
 ARTIFACT_FORMAT = "edgeprune-model/1"
 
 
-RECIPE_KEYS = ("pruned", "conversions", "input_shape")
+RECIPE_KEYS = ("pruned", "conversions", "input_shape", "ternary")
 
 
 def rebuild_from_artifact(payload: Mapping[str, Any], arch: ArchSpec | None = None) -> nn.Module:
@@ -199,6 +199,14 @@ def rebuild_from_artifact(payload: Mapping[str, Any], arch: ArchSpec | None = No
         make_shortcuts_explicit(model, torch.zeros(payload["input_shape"]))
     if payload.get("pruned"):
         resize_to_state(model, state)
+    if payload.get("ternary"):  # quantized: same layer plan, then its trained state
+        from edgeprune.quant.activations import set_calibrated_modes
+        from edgeprune.quant.ternary import TernaryConfig, prepare_ternary
+
+        prepare_ternary(model, TernaryConfig.from_dict(dict(payload["ternary"])))
+        model.load_state_dict(state, strict=True)
+        set_calibrated_modes(model)
+        return model.eval()
     model.load_state_dict(state, strict=False)
     return model.eval()
 

@@ -54,6 +54,7 @@ class PipelineConfig:
     eval_batch: int = 64
     prune: Any = None  # PruneConfig when pruning was asked for
     recover: Any = None  # RecoverConfig (fine-tuning after pruning)
+    quantize: Any = None  # QuantizeConfig when --quant ternary
     fresh: bool = False
     command: list[str] = field(default_factory=list)
 

@@ -129,6 +129,8 @@ def train(
         teacher = teacher.to(device).to(memory_format=torch.channels_last).eval()
     optimizer = torch.optim.SGD(trainable, lr=config.lr, momentum=config.momentum,
                                 nesterov=config.nesterov, weight_decay=config.weight_decay)
+    if hooks is not None and hasattr(hooks, "optimizer"):
+        hooks.optimizer = optimizer  # e.g. ternary re-initialization clears momentum
     n = len(images)
     per_rank = n // info.world
     steps_per_epoch = max(per_rank // config.batch_size, 1)
@@ -166,10 +168,10 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            if hooks is not None:
-                hooks.after_step(model, step, total)
-            losses.append(float(loss.detach()))
             step += 1
+            if hooks is not None:
+                hooks.after_step(model, step, total)  # step = optimizer steps done (1-based)
+            losses.append(float(loss.detach()))
             if on_step is not None:
                 on_step(step, total, losses[-1])
     seconds = time.perf_counter() - started

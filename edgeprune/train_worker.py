@@ -1,5 +1,6 @@
-"""One fine-tuning job from a JSON request: ``python -m edgeprune.train_worker REQ.json``,
-alone or under torchrun (every rank runs it; rank 0 saves). Used by the recover stage."""
+"""One training job from a JSON request: ``python -m edgeprune.train_worker REQ.json``,
+alone or under torchrun (every rank runs it; rank 0 saves). Used by the recover stage
+(fine-tuning) and the quantize stage (ternary QAT: ``"quantize": true``)."""
 
 from __future__ import annotations
 
@@ -35,8 +36,17 @@ def run_request(request: dict[str, Any], arrays: tuple[np.ndarray, np.ndarray] |
     model = read_model_artifact(source, request["trust_pickle"])
     teacher = (read_model_artifact(Path(request["teacher"]), request["trust_pickle"])
                if request.get("teacher") else None)
+    hooks = None
+    if request.get("quantize"):  # ternary QAT: the rebuilt model is already prepared
+        from edgeprune.quant.ternary import TernaryConfig, prepare_ternary
+        from edgeprune.stages.load import artifact_meta
+
+        hooks = prepare_ternary(model, TernaryConfig.from_dict(artifact_meta(source)["ternary"]))
     stats = train(model, arrays[0], arrays[1], TrainConfig(**request["train"]),
-                  pad_value=request.get("pad_value"), teacher=teacher, on_step=on_step)
+                  pad_value=request.get("pad_value"), teacher=teacher, hooks=hooks,
+                  on_step=on_step)
+    if hooks is not None:
+        stats["quant_events"] = hooks.history
     if info.is_main:
         save_derived_artifact(model, source, Path(request["out"]))
         if request.get("stats"):

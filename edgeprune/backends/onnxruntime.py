@@ -249,7 +249,11 @@ class OnnxRuntimeBackend:
         request.out_dir.mkdir(parents=True, exist_ok=True)
         dst = request.out_dir / "model.onnx"
         details: dict[str, Any] = {"onnxruntime_version": ort.__version__}
-        if request.precision == "int8":
+        if request.precision == "int8" and _op_counts(request.onnx_path)["QuantizeLinear"]:
+            # explicit Q/DQ (e.g. ternary export): keep the model's own quantization
+            files = _save_onnx(onnx.load(str(request.onnx_path)), dst)
+            details["quantization"] = "the model's own Q/DQ (kept as is)"
+        elif request.precision == "int8":
             details.update(_quantize(request, dst))
             files = [p.name for p in sorted(request.out_dir.glob("model.onnx*"))]
         else:

@@ -209,7 +209,10 @@ class OpenVINOBackend:
         _check_precision(request.precision)
         model = ov.Core().read_model(str(request.onnx_path))
         details: dict[str, Any] = {"openvino_version": ov.get_version()}
-        if request.precision == "int8":
+        if request.precision == "int8" and _count_ops(model, "FakeQuantize"):
+            # explicit Q/DQ (e.g. ternary export): the model carries its own quantization
+            details["quantization"] = "the model's own Q/DQ (kept as is, no NNCF)"
+        elif request.precision == "int8":
             model, quant = _quantize(model, request)
             details.update(quant)
         details["fake_quantize_nodes"] = _count_ops(model, "FakeQuantize")

@@ -150,8 +150,11 @@ def prepare_onnx(src: Path, dst: Path, precision: str,
     facts = onnx_facts(src)
     if precision == "int8":
         if facts["qdq_nodes"]:
-            onnx.save_model(onnx.load(str(src)), str(dst))
-            details: dict[str, Any] = {"qdq_source": "the model's own Q/DQ (kept as is)"}
+            model = onnx.load(str(src))
+            folded = fold_int32_dequantize(model)
+            onnx.save_model(model, str(dst))
+            details: dict[str, Any] = {"qdq_source": "the model's own Q/DQ (kept as is)",
+                                       "int32_bias_dequantize_folded": folded}
         else:
             details = insert_qdq(src, dst, calibration, options)
     elif precision == "fp16":
@@ -179,6 +182,42 @@ def prepare_onnx(src: Path, dst: Path, precision: str,
     details.update(precision_carrier={"int8": "Q/DQ", "fp16": "float16 tensors",
                                       "fp32": "float32"}[precision], onnx=out)
     return details
+
+
+def fold_int32_dequantize(model: Any) -> int:
+    """Replace each DequantizeLinear of a constant int32 tensor (a quantized bias, as ONNX
+    Runtime needs it to fuse QLinearConv) by the float32 constant it computes: TensorRT
+    only dequantizes activation types ("only activation types allowed as input to this
+    layer") and runs the bias in float anyway. Exact: the same (q - zp) * scale. Returns
+    how many were folded."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    consts = {t.name: t for t in graph.initializer}
+    folded = []
+    for node in graph.node:
+        if node.op_type != "DequantizeLinear" or node.input[0] not in consts:
+            continue
+        q = numpy_helper.to_array(consts[node.input[0]])
+        if q.dtype != np.int32 or node.input[1] not in consts:
+            continue
+        scale = numpy_helper.to_array(consts[node.input[1]]).astype(np.float32)
+        zp = (numpy_helper.to_array(consts[node.input[2]]).astype(np.int64)
+              if len(node.input) > 2 and node.input[2] in consts else np.zeros(1, np.int64))
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        if scale.ndim == 1 and q.ndim > 1:  # per-axis: broadcast along ``axis``
+            shape = [1] * q.ndim
+            shape[axis] = -1
+            scale, zp = scale.reshape(shape), zp.reshape(shape) if zp.size > 1 else zp
+        value = ((q.astype(np.int64) - zp).astype(np.float32) * scale).astype(np.float32)
+        graph.initializer.append(numpy_helper.from_array(value, node.output[0]))
+        folded.append(node)
+    for node in folded:
+        graph.node.remove(node)
+    used = {name for n in graph.node for name in n.input}
+    for t in [t for t in graph.initializer if t.name not in used]:
+        graph.initializer.remove(t)
+    return len(folded)
 
 
 def _check_symmetric(path: Path) -> None:

@@ -8,6 +8,11 @@ OpenVINO's CPU plugin takes u8 activations natively. A post-ReLU input (observed
 gets zero point 0, so the full 0..255 range covers [0, max]; an input that can be negative
 (the normalized image, a linear bottleneck) gets an asymmetric range with a zero point.
 
+TensorRT (and so Jetson) only runs symmetric, signed Q/DQ: ``ActQuant(signed=True)`` gives
+int8 activations with zero point 0 and scale max|x|/127 (``TernaryConfig.activation_dtype``
+= "int8"); that costs a post-ReLU input one bit of resolution, which is what TensorRT's own
+INT8 does too.
+
 Ranges come from min/max over the calibration batches (the same statistic NNCF and the
 project's ONNX Runtime backend use); they are frozen afterwards, both during QAT (the
 straight-through estimator of ``torch.fake_quantize_per_tensor_affine`` passes gradients
@@ -24,23 +29,30 @@ import torch
 from torch import nn
 
 QMIN, QMAX = 0, 255  # uint8 activations
+SQMIN, SQMAX = -128, 127  # int8 (symmetric, zero point 0) activations
+
+
+def qrange(signed: bool) -> tuple[int, int]:
+    """Integer range of an activation quantizer."""
+    return (SQMIN, SQMAX) if signed else (QMIN, QMAX)
 
 
 class ActQuant(nn.Module):
-    """Per-tensor uint8 fake quantizer with a min/max observer.
+    """Per-tensor uint8 (or symmetric int8) fake quantizer with a min/max observer.
 
     Modes: ``"off"`` (identity; the state right after ``prepare_ternary``), ``"observe"``
     (identity while recording min/max; used by :func:`calibrate`) and ``"quant"``
     (fake-quantize with the frozen scale / zero point).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, signed: bool = False) -> None:
         super().__init__()
         self.register_buffer("min_val", torch.tensor(float("inf")))
         self.register_buffer("max_val", torch.tensor(float("-inf")))
         self.register_buffer("scale", torch.tensor(1.0))
         self.register_buffer("zero_point", torch.tensor(0, dtype=torch.int32))
         self.register_buffer("calibrated", torch.tensor(False))
+        self.register_buffer("signed", torch.tensor(bool(signed)))
         self.mode = "off"
 
     def reset(self) -> None:
@@ -56,8 +68,8 @@ class ActQuant(nn.Module):
                 self.max_val.copy_(torch.maximum(self.max_val, x.detach().max()))
             return x
         if self.mode == "quant":
-            return torch.fake_quantize_per_tensor_affine(
-                x, self.scale, self.zero_point, QMIN, QMAX)
+            lo, hi = qrange(bool(self.signed))
+            return torch.fake_quantize_per_tensor_affine(x, self.scale, self.zero_point, lo, hi)
         return x
 
     def compute_qparams(self) -> None:
@@ -66,7 +78,9 @@ class ActQuant(nn.Module):
         hi = max(float(self.max_val), 0.0)
         if not np.isfinite(lo) or not np.isfinite(hi):
             raise RuntimeError("activation quantizer saw no data: run calibrate() first")
-        if lo == 0.0:  # non-negative input (post-ReLU): zero point 0, full range on [0, hi]
+        if bool(self.signed):  # symmetric int8: zero point 0, range [-max|x|, max|x|]
+            scale, zp = max(abs(lo), hi, 1e-8) / SQMAX, 0
+        elif lo == 0.0:  # non-negative input (post-ReLU): zero point 0, full range on [0, hi]
             scale, zp = max(hi, 1e-8) / (QMAX - QMIN), 0
         else:
             scale = max(hi - lo, 1e-8) / (QMAX - QMIN)
@@ -76,16 +90,17 @@ class ActQuant(nn.Module):
         self.zero_point.fill_(zp)
         self.calibrated.fill_(True)
 
-    def qparams(self) -> tuple[float, int]:
-        """(scale, zero_point) as Python numbers (the export bakes them in as constants)."""
+    def qparams(self) -> tuple[float, int, bool]:
+        """(scale, zero_point, signed) as Python values (the export bakes them in)."""
         if not bool(self.calibrated):
             raise RuntimeError("activation quantizer is not calibrated: run calibrate() first")
-        return float(self.scale), int(self.zero_point)
+        return float(self.scale), int(self.zero_point), bool(self.signed)
 
     def extra_repr(self) -> str:
+        dtype = "int8" if bool(self.signed) else "uint8"
         if bool(self.calibrated):
-            return f"uint8, scale={float(self.scale):.4g}, zero_point={int(self.zero_point)}"
-        return "uint8, uncalibrated"
+            return f"{dtype}, scale={float(self.scale):.4g}, zero_point={int(self.zero_point)}"
+        return f"{dtype}, uncalibrated"
 
 
 def act_quantizers(model: nn.Module) -> list[tuple[str, ActQuant]]:
@@ -99,6 +114,13 @@ def set_act_mode(model: nn.Module, mode: str) -> None:
         raise ValueError(f"unknown activation quantizer mode {mode!r}")
     for _, q in act_quantizers(model):
         q.mode = mode
+
+
+def set_calibrated_modes(model: nn.Module) -> None:
+    """After loading a saved state: quantize where a range was calibrated, else pass
+    through (the mode is not part of the state_dict)."""
+    for _, q in act_quantizers(model):
+        q.mode = "quant" if bool(q.calibrated) else "off"
 
 
 def calibrate(model: nn.Module, batches: Iterable[np.ndarray | torch.Tensor],

@@ -7,7 +7,8 @@
 - ``weight_scale``: float32 per output channel (positive),
 - ``bias_int32``: int32 bias at scale ``act_scale * weight_scale`` (ONNX Runtime only fuses
   DQ -> Conv -> Q into QLinearConv when the bias is an int32 DequantizeLinear),
-- ``act_scale`` / ``act_zero_point``: the uint8 input quantizer.
+- ``act_scale`` / ``act_zero_point`` / ``act_signed``: the input quantizer (uint8, or
+  symmetric int8 for TensorRT).
 
 Its forward uses ``torch.ops.quantized_decomposed`` ops, which the dynamo exporter turns
 into QuantizeLinear/DequantizeLinear with int8/int32 initializers, so this module is both
@@ -33,6 +34,7 @@ import torch.ao.quantization.fx._decomposed  # registers torch.ops.quantized_dec
 import torch.nn.functional as F
 from torch import fx, nn
 
+from edgeprune.quant.activations import qrange
 from edgeprune.quant.ternary import QUANT_LAYERS, TERNARY_LAYERS
 
 _qd = torch.ops.quantized_decomposed
@@ -70,7 +72,7 @@ def find_conv_bn_pairs(model: nn.Module) -> tuple[list[tuple[str, str]], str]:
 
 
 class _QBase(nn.Module):
-    """Integer weights + uint8 input Q/DQ; subclasses supply the float op."""
+    """Integer weights + uint8 (or int8) input Q/DQ; subclasses supply the float op."""
 
     weight_int8: torch.Tensor
     weight_scale: torch.Tensor
@@ -79,7 +81,7 @@ class _QBase(nn.Module):
     act_zero_point: torch.Tensor
 
     def __init__(self, codes: torch.Tensor, scale: torch.Tensor, bias_int32: torch.Tensor | None,
-                 act: tuple[float, int] | None, kind: str) -> None:
+                 act: tuple[float, int, bool] | None, kind: str) -> None:
         super().__init__()
         self.kind = kind
         self.register_buffer("weight_int8", codes.to(torch.int8).contiguous())
@@ -89,6 +91,8 @@ class _QBase(nn.Module):
         self.register_buffer("act_scale", torch.tensor(act[0] if act else 0.0))
         self.register_buffer("act_zero_point", torch.tensor(act[1] if act else 0,
                                                             dtype=torch.int32))
+        self.register_buffer("act_signed", torch.tensor(int(act[2]) if act else 0,
+                                                        dtype=torch.int8))
         self.register_buffer("_zp", torch.zeros(codes.shape[0], dtype=torch.int64),
                              persistent=False)
         self._sync()
@@ -97,6 +101,7 @@ class _QBase(nn.Module):
         """Python copies of the activation qparams: export bakes them in as constants."""
         self._act = (float(self.act_scale), int(self.act_zero_point))
         self._has_act = self._act[0] > 0
+        self._signed = bool(int(self.act_signed))
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         super()._load_from_state_dict(*args, **kwargs)
@@ -117,8 +122,10 @@ class _QBase(nn.Module):
         if not self._has_act:
             return x
         s, z = self._act
-        q = _qd.quantize_per_tensor(x, s, z, 0, 255, torch.uint8)
-        return _qd.dequantize_per_tensor(q, s, z, 0, 255, torch.uint8)
+        lo, hi = qrange(self._signed)
+        dtype = torch.int8 if self._signed else torch.uint8
+        q = _qd.quantize_per_tensor(x, s, z, lo, hi, dtype)
+        return _qd.dequantize_per_tensor(q, s, z, lo, hi, dtype)
 
 
 class QConv2d(_QBase):
@@ -182,7 +189,7 @@ def _deploy_layer(m: nn.Module, bn: nn.BatchNorm2d | None, require_calibrated: b
         live = scale[~dead]
         scale = torch.where(dead, live.median() if live.numel() else torch.tensor(1.0), scale)
     scale = scale.to(torch.float32)
-    act = None
+    act: tuple[float, int, bool] | None = None
     if m.act is not None:
         if not bool(m.act.calibrated):
             if require_calibrated:

@@ -89,8 +89,10 @@ class TernaryConfig:
     int8_layers: module names forced to int8 (in addition to first/last).
     depthwise_8bit: depthwise convs (groups == in_channels, 9 weights per filter) stay int8:
         a 3x3 ternary filter has only 3^9 shapes and loses too much.
-    quantize_activations: 8-bit uint8 activations at every quantized layer's input (needed
+    quantize_activations: 8-bit activations at every quantized layer's input (needed
         for integer kernels on the targets); off gives weight-only fake quantization.
+    activation_dtype: "uint8" (asymmetric; ONNX Runtime's and OpenVINO's fast path) or
+        "int8" (symmetric, zero point 0: what TensorRT / Jetson require).
     twn_factor: TWN's threshold factor (delta = twn_factor * mean|w|).
     reg_weight: HQ cosine-distance regularizer weight (0 disables it).
     hyperspherical: HQ projection of each ternary filter back to its fixed-radius sphere.
@@ -117,6 +119,7 @@ class TernaryConfig:
     int8_layers: tuple[str, ...] = ()
     depthwise_8bit: bool = True
     quantize_activations: bool = True
+    activation_dtype: Literal["uint8", "int8"] = "uint8"
     twn_factor: float = 0.7
     reg_weight: float = 1e-3
     hyperspherical: bool = True
@@ -137,6 +140,9 @@ class TernaryConfig:
             raise ValueError(f"TernaryConfig.method must be 'hq' or 'twn', got {self.method!r}")
         if not 0.0 <= self.prune_target < 1.0:
             raise ValueError(f"prune_target must be in [0, 1), got {self.prune_target}")
+        if self.activation_dtype not in ("uint8", "int8"):
+            raise ValueError(f"activation_dtype must be 'uint8' or 'int8', "
+                             f"got {self.activation_dtype!r}")
         if self.prune_score not in ("magnitude", "sphere"):
             raise ValueError(f"prune_score must be 'magnitude' or 'sphere', "
                              f"got {self.prune_score!r}")
@@ -236,8 +242,10 @@ class _QuantLayer:
     act: ActQuant | None
     kind: str  # "ternary" | "int8"
 
-    def _init_quant(self, quantize_activations: bool) -> None:
-        self.act = ActQuant().to(self.weight.device) if quantize_activations else None
+    def _init_quant(self, config: TernaryConfig) -> None:
+        signed = config.activation_dtype == "int8"
+        self.act = (ActQuant(signed).to(self.weight.device) if config.quantize_activations
+                    else None)
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(x) if self.act is not None else x
@@ -354,7 +362,7 @@ class TernaryConv2d(_TernaryMixin, nn.Conv2d):
     def from_float(cls, conv: nn.Conv2d, config: TernaryConfig) -> TernaryConv2d:
         m = cls(**_conv_args(conv), device="meta", dtype=conv.weight.dtype)
         _adopt(m, conv)
-        m._init_quant(config.quantize_activations)
+        m._init_quant(config)
         m._init_ternary(config)
         return m
 
@@ -370,7 +378,7 @@ class TernaryLinear(_TernaryMixin, nn.Linear):
         m = cls(lin.in_features, lin.out_features, bias=lin.bias is not None, device="meta",
                 dtype=lin.weight.dtype)
         _adopt(m, lin)
-        m._init_quant(config.quantize_activations)
+        m._init_quant(config)
         m._init_ternary(config)
         return m
 
@@ -385,7 +393,7 @@ class Int8Conv2d(_Int8Mixin, nn.Conv2d):
     def from_float(cls, conv: nn.Conv2d, config: TernaryConfig) -> Int8Conv2d:
         m = cls(**_conv_args(conv), device="meta", dtype=conv.weight.dtype)
         _adopt(m, conv)
-        m._init_quant(config.quantize_activations)
+        m._init_quant(config)
         return m
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -400,7 +408,7 @@ class Int8Linear(_Int8Mixin, nn.Linear):
         m = cls(lin.in_features, lin.out_features, bias=lin.bias is not None, device="meta",
                 dtype=lin.weight.dtype)
         _adopt(m, lin)
-        m._init_quant(config.quantize_activations)
+        m._init_quant(config)
         return m
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -686,6 +694,8 @@ def ternary_summary(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
     tern = [r for r in rows if r["precision"] == "ternary"]
     tw = sum(r["weights"] for r in tern)
     return {
+        "layers_by_precision": {p: sum(1 for r in rows if r["precision"] == p)
+                                for p in sorted({r["precision"] for r in rows})},
         "weights_by_precision": by,
         "ternary_zero_fraction": (sum(r["zero_fraction"] * r["weights"] for r in tern) / tw
                                   if tw else 0.0),

@@ -59,6 +59,28 @@ def _pruning(ctx: RunContext) -> dict[str, Any] | None:
     return {k: record.metrics[k] for k in keys} | {"choice": record.metrics.get("choice", {})}
 
 
+def _quantization(ctx: RunContext) -> dict[str, Any] | None:
+    """Ternary QAT: method, per-layer precision, what the runtimes ran, packed size."""
+    record = ctx.records.get("quantize")
+    if record is None or record.status == "skipped":
+        return None
+    q, export = record.metrics, ctx.metrics("export")
+    compiled = ctx.metrics("compile")
+    ov = export.get("parity", {}).get("runtimes", {}).get("openvino", {})
+    layers = [{k: r[k] for k in ("layer", "precision", "shape", "weights", "zero_fraction")
+               if k in r} for r in q["layers"]]
+    return {
+        "method": q["method"], "mode": q["mode"], "config": q["ternary_config"],
+        "accuracy_before_qat": q["accuracy_before_qat"], "accuracy": q["accuracy"],
+        "training": {k: q["training"].get(k) for k in ("epochs", "steps", "seconds",
+                                                        "seconds_per_epoch", "world_size")},
+        "layers": layers, "summary": q["ternary_summary"],
+        "openvino_convolution_precisions": ov.get("convolution_precisions"),
+        "packed": export.get("packed"),
+        "compact_u2_ir_bytes": (compiled.get("compact_u2_ir") or {}).get("total_bytes"),
+    }
+
+
 def build_report(ctx: RunContext, records: list[StageRecord]) -> dict[str, Any]:
     c = ctx.config
     load, base = ctx.metrics("load"), ctx.metrics("baseline")
@@ -100,6 +122,7 @@ def build_report(ctx: RunContext, records: list[StageRecord]) -> dict[str, Any]:
         "export": {k: export[k] for k in ("exporter", "opset", "onnx_bytes", "parity")},
         "accuracy_by_stage": accuracy_by_stage(ctx),
         "pruning": _pruning(ctx),
+        "quantization": _quantization(ctx),
         "stages": [
             {"index": r.index, "name": r.name, "status": r.status, "seconds": r.seconds,
              "dir": str(r.dir), "summary": r.metrics.get("summary", "")}

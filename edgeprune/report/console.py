@@ -53,6 +53,9 @@ def print_summary(report: dict[str, Any], console: Console) -> None:
                   f"{b['precision']} ({b['runtime'].get('effective_precision', '?')})",
                   f"{f['precision']} ({f['runtime'].get('effective_precision', '?')})", "")
     console.print(table)
+    quant = report.get("quantization")
+    if quant:
+        _print_quantization(quant, console)
     budget = report["budget"]
     goal = (f", {budget['percentile']} <= {budget['latency_ms']} ms"
             if budget["latency_ms"] is not None else "")
@@ -64,6 +67,22 @@ def print_summary(report: dict[str, Any], console: Console) -> None:
                       f"pts{goal}")
         for reason in report["verdict"]["reasons"]:
             console.print(f"  - {reason}")
+
+
+def _print_quantization(quant: dict[str, Any], console: Console) -> None:
+    """Per-layer precision and the packed artifact of a ternary run."""
+    table = Table(title=f"weights: {quant['method']} ternary, per layer", title_justify="left")
+    for col in ("layer", "precision", "weights", "zeros"):
+        table.add_column(col, justify="left" if col in ("layer", "precision") else "right")
+    for row in quant["layers"]:
+        table.add_row(row["layer"], row["precision"], f"{row['weights']:,}",
+                      f"{row['zero_fraction']:.0%}")
+    console.print(table)
+    packed = quant["packed"]
+    console.print(
+        f"packed artifact: {_size(packed['bytes'])} ({packed['ratio_vs_fp32_onnx']:.1f}x "
+        f"smaller than the dense FP32 ONNX, round trip exact); OpenVINO ran convolutions as "
+        f"{quant.get('openvino_convolution_precisions')}")
 
 
 def print_prune_summary(summary: dict[str, Any], console: Console) -> None:

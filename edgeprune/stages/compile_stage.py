@@ -21,6 +21,12 @@ class CompileStage:
         with ctx.ui.task(f"compiling for {ctx.config.target.name} ({ctx.config.precision})",
                          None):
             compiled = compile_for_target(ctx, onnx_path, workdir, ctx.config.precision)
+        if ctx.metrics("export").get("format") == "qdq" and compiled["backend"] == "openvino":
+            from edgeprune.quant.ov_compact import compact_u2_ir
+
+            # the same network with ternary weights stored as u2 (4 per byte): a smaller
+            # IR that OpenVINO decompresses at load and still runs as INT8
+            compiled["compact_u2_ir"] = compact_u2_ir(onnx_path, workdir / "compact-u2")
         return {
             **compiled,
             "summary": f"{compiled['backend']} {compiled['precision']}, "

@@ -65,17 +65,10 @@ class RecoverStage:
         request = {
             "model": str(source), "teacher": str(teacher) if self.config.train.distill else None,
             "out": str(workdir / MODEL_ARTIFACT), "trust_pickle": ctx.config.trust_pickle,
-            "data": asdict(ctx.config.data), "preprocess": ctx.config.preprocess.to_dict(),
             "train": self.config.train.to_dict(), "pad_value": black_pixel(ctx),
         }
-        if self.config.nproc > 1:
-            stats = _torchrun(request, self.config.nproc)
-        else:
-            from edgeprune.train_worker import run_request
-
-            x, y = ctx.arrays("train")
-            with ctx.ui.task(f"recovering ({self.config.mode})", None) as advance:
-                stats = run_request(request, arrays=(x, y), on_step=lambda s, t, loss: advance(1))
+        stats = run_training(ctx, request, self.config.nproc,
+                             f"recovering ({self.config.mode})")
         images, labels = ctx.arrays("eval")
         model = ctx.load_model(workdir / MODEL_ARTIFACT)
         accuracy = top1(torch_predictions(model, images, ctx, "PyTorch eval (recovered)"), labels)
@@ -87,6 +80,21 @@ class RecoverStage:
             f"{stats['seconds']:.0f} s on {stats['world_size']} process(es): top-1 "
             f"{accuracy:.2f}%",
         }
+
+
+def run_training(ctx: RunContext, request: dict[str, Any], nproc: int,
+                 label: str) -> dict[str, Any]:
+    """One training job (the shared loop) on the run's training split: in this process
+    with a progress bar, or in ``nproc`` DDP processes under torchrun."""
+    request = {**request, "data": asdict(ctx.config.data),
+               "preprocess": ctx.config.preprocess.to_dict()}
+    if nproc > 1:
+        return _torchrun(request, nproc)
+    from edgeprune.train_worker import run_request
+
+    x, y = ctx.arrays("train")
+    with ctx.ui.task(label, None) as advance:
+        return run_request(request, arrays=(x, y), on_step=lambda s, t, loss: advance(1))
 
 
 def _torchrun(request: dict[str, Any], nproc: int) -> dict[str, Any]:

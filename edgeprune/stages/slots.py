@@ -1,6 +1,6 @@
 """Stages 3-5 when they are not asked for: named slots that pass the model through and
 say why, so every run has the same stage numbers (prune with --prune; recovery follows
-pruning; weight quantization is not in the pipeline yet). Runtime INT8 (post-training)
+pruning; ternary QAT with --quant ternary). Runtime INT8 (post-training, --quant int8)
 happens at compile."""
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ def default_slots() -> list[PassThroughStage]:
         PassThroughStage("prune", "no pruning requested (--prune dscore --flops-reduction "
                          "0.5 prunes)"),
         PassThroughStage("recover", "nothing to recover (no pruning or quantization training)"),
-        PassThroughStage("quantize", "no weight quantization requested (runtime INT8 is done "
-                         "by the target at compile)"),
+        PassThroughStage("quantize", "no quantization-aware training requested (--quant "
+                         "ternary trains ternary weights; --quant int8 is post-training INT8 "
+                         "done by the target at compile)"),
     ]

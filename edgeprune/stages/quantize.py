@@ -1,0 +1,116 @@
+"""Stage 5: ternary quantization-aware training (HQ or TWN) with 8-bit activations.
+
+The model from the stage before (pruned + recovered, or the original) gets ternary
+weights α·{-1, 0, +1} (first conv and classifier at int8 by default), its activation
+ranges are calibrated on the calibration split, it is trained through the shared loop
+(labels or distillation from the original model, one process or several under torchrun),
+and its ranges are re-measured because the weights moved. The artifact records the
+ternary config, so it rebuilds from weights + recipe (no pickled code) like a pruned one.
+
+Activations are uint8 for OpenVINO / ONNX Runtime targets and symmetric int8 for
+TensorRT / Jetson (TensorRT refuses anything but signed, zero-point-0 Q/DQ).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeprune.backends.base import batches
+from edgeprune.errors import InputError
+from edgeprune.pipeline import MODEL_ARTIFACT, RunContext
+from edgeprune.quant.activations import calibrate
+from edgeprune.quant.ternary import TernaryConfig, precision_table, prepare_ternary, ternary_summary
+from edgeprune.stages.common import top1, torch_predictions
+from edgeprune.stages.load import save_derived_artifact
+from edgeprune.stages.recover import black_pixel, run_training
+from edgeprune.train import TrainConfig
+
+QUANT_MODES = ("fp32", "int8", "ternary")
+SIGNED_ACTIVATION_BACKENDS = ("tensorrt", "jetson")
+CALIBRATION_BATCH = 64
+
+
+@dataclass
+class QuantizeConfig:
+    """``--quant ternary``: the quantizer settings and the QAT budget."""
+
+    ternary: TernaryConfig = field(default_factory=TernaryConfig)
+    mode: str = "labels"  # "labels" | "distill"
+    train: TrainConfig = field(default_factory=TrainConfig)
+    nproc: int = 1
+
+    def validate(self) -> QuantizeConfig:
+        if self.mode not in ("labels", "distill"):
+            raise InputError(f"unknown --recover {self.mode!r}", fix="use labels or distill")
+        if self.train.epochs <= 0 or self.train.lr <= 0 or self.nproc < 1:
+            raise InputError("--quant-epochs, --quant-lr and --nproc must be positive",
+                             fix="e.g. --quant-epochs 3 --quant-lr 0.01")
+        self.train.distill = self.mode == "distill"
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ternary": self.ternary.to_dict(), "mode": self.mode,
+                "train": self.train.to_dict(), "nproc": self.nproc}
+
+
+def ternary_for_target(config: TernaryConfig, backend: str) -> TernaryConfig:
+    """The config with the activation type the target's runtime can run as integers."""
+    dtype = "int8" if backend in SIGNED_ACTIVATION_BACKENDS else "uint8"
+    return TernaryConfig.from_dict({**config.to_dict(), "activation_dtype": dtype})
+
+
+class QuantizeStage:
+    name = "quantize"
+
+    def __init__(self, config: QuantizeConfig) -> None:
+        self.config = config
+
+    def _ternary(self, ctx: RunContext) -> TernaryConfig:
+        return ternary_for_target(self.config.ternary, ctx.config.target.backend)
+
+    def fingerprint(self, ctx: RunContext) -> dict[str, Any]:
+        return {"quantize": {**self.config.to_dict(), "ternary": self._ternary(ctx).to_dict()}}
+
+    def run(self, ctx: RunContext, workdir: Path) -> dict[str, Any]:
+        cfg = self._ternary(ctx)
+        source = ctx.latest_model_path()
+        model = ctx.load_model(source)
+        state = prepare_ternary(model, cfg)
+        calib, _ = ctx.arrays("calibration")
+        calibrate(model, batches(calib, CALIBRATION_BATCH))
+        images, labels = ctx.arrays("eval")
+        before = top1(torch_predictions(model, images, ctx, "PyTorch eval (ternary, no QAT)"),
+                      labels)
+        prepared = workdir / "prepared.pt"
+        save_derived_artifact(model, source, prepared, ternary=cfg.to_dict())
+        request = {
+            "model": str(prepared), "out": str(workdir / MODEL_ARTIFACT),
+            "teacher": str(ctx.stage_dir("load") / MODEL_ARTIFACT) if self.config.train.distill
+            else None,
+            "trust_pickle": ctx.config.trust_pickle, "train": self.config.train.to_dict(),
+            "pad_value": black_pixel(ctx), "quantize": True,
+        }
+        stats = run_training(ctx, request, self.config.nproc,
+                             f"ternary QAT ({cfg.method}, {self.config.mode})")
+        prepared.unlink()
+        model = ctx.load_model(workdir / MODEL_ARTIFACT)
+        recal = calibrate(model, batches(calib, CALIBRATION_BATCH))  # weights moved
+        save_derived_artifact(model, workdir / MODEL_ARTIFACT, workdir / MODEL_ARTIFACT)
+        accuracy = top1(torch_predictions(model, images, ctx, "PyTorch eval (ternary QAT)"),
+                        labels)
+        rows = precision_table(model)
+        summary = ternary_summary(rows)
+        layers = summary["layers_by_precision"]
+        return {
+            "method": cfg.method, "mode": self.config.mode, "ternary_config": cfg.to_dict(),
+            "plan": state.plan, "training": stats, "accuracy_before_qat": before,
+            "accuracy": accuracy, "accuracy_samples": len(labels),
+            "calibration": {k: v for k, v in recal.items() if k != "ranges"},
+            "layers": rows, "ternary_summary": summary,
+            "summary": f"{cfg.method} ternary ({layers.get('ternary', 0)} layers ternary, "
+            f"{layers.get('int8', 0)} int8, {layers.get('fp32', 0)} fp32; {cfg.activation_dtype} "
+            f"activations), {stats['epochs']:.2f} epochs in {stats['seconds']:.0f} s: top-1 "
+            f"{accuracy:.2f}% (before QAT {before:.2f}%)",
+        }
