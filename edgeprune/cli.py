@@ -152,7 +152,7 @@ def _stdout_to_stderr(active: bool) -> Iterator[None]:
         os.close(saved)
 
 
-def _run_and_emit(config: Any, as_json: bool, quiet: bool) -> int:
+def _run_and_emit(config: Any, as_json: bool, quiet: bool, search: Any = None) -> int:
     from rich.console import Console
 
     from edgeprune.job import run_compile
@@ -160,7 +160,12 @@ def _run_and_emit(config: Any, as_json: bool, quiet: bool) -> int:
     from edgeprune.ui import UI
 
     with _stdout_to_stderr(as_json):
-        report, code = run_compile(config, UI(quiet or as_json))
+        if search is not None:
+            from edgeprune.search import Search
+
+            report, code = Search(config, search, UI(quiet or as_json)).run()
+        else:
+            report, code = run_compile(config, UI(quiet or as_json))
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
     elif not quiet:
@@ -267,6 +272,22 @@ TernarySparsityOpt = Annotated[float | None, typer.Option(
 TernaryFirstLastOpt = Annotated[bool, typer.Option(
         "--ternary-first-last", help="Make the first conv and the classifier ternary too "
         "(by default they stay int8).")]
+SearchOpt = Annotated[bool, typer.Option(
+        "--search", help="Search for the FASTEST model on the target within the budget: "
+        "dense at each precision, then D-Score pruning levels (recovered), with a per-layer "
+        "exception when a layer breaks the budget; every candidate is compiled, profiled "
+        "and evaluated on the target. Candidates: OUT/search/; resumable.")]
+SearchLevelsOpt = Annotated[str | None, typer.Option(
+        help="FLOPs reductions the search tries, e.g. 0.3,0.5,0.7 (the default).")]
+SearchPrecisionsOpt = Annotated[str | None, typer.Option(
+        help="Precisions the search tries, e.g. fp32,int8. Default: all the target offers.")]
+SearchTernaryOpt = Annotated[bool, typer.Option(
+        "--search-ternary", help="Also try ternary QAT of the chosen structure (smaller; it "
+        "runs INT8 kernels, so not faster than INT8).")]
+MaxTrialsOpt = Annotated[int | None, typer.Option(
+        help="Stop the search after this many candidates. Default 16.")]
+TimeBudgetOpt = Annotated[float | None, typer.Option(
+        help="Stop starting new candidates after this many seconds.")]
 DeviceOpt = Annotated[str | None, typer.Option(
         help="Profile and evaluate on this device over SSH: user@host[:port] (key-based, "
         "host key checked). Jetson targets build their engine there. Default: the "
@@ -342,6 +363,12 @@ def compile(
     quant_steps: QuantStepsOpt = None,
     ternary_sparsity: TernarySparsityOpt = None,
     ternary_first_last: TernaryFirstLastOpt = False,
+    search: SearchOpt = False,
+    search_levels: SearchLevelsOpt = None,
+    search_precisions: SearchPrecisionsOpt = None,
+    search_ternary: SearchTernaryOpt = False,
+    max_trials: MaxTrialsOpt = None,
+    time_budget: TimeBudgetOpt = None,
     device: DeviceOpt = None,
     ssh_key: SshKeyOpt = None,
     known_hosts: KnownHostsOpt = None,
@@ -366,9 +393,59 @@ def compile(
     options = {k: v for k, v in locals().items()}
 
     def body() -> int:
-        return _run_and_emit(config_from_options(options, sys.argv), as_json, quiet)
+        search_config = _search_options(options)
+        if search_config is not None:
+            # the search varies these per candidate; the base config carries the prune
+            # options (criterion, min channels, ...) and recovery/QAT settings as templates
+            options.update(quant="ternary" if options["search_ternary"] else None,
+                           prune=search_config.criterion, prune_ratio=0.5)
+        return _run_and_emit(config_from_options(options, sys.argv), as_json, quiet,
+                             search_config)
 
     _guarded(debug, body)
+
+
+def _search_options(o: dict[str, Any]):
+    """SearchConfig for --search (the options it decides itself are refused), else None."""
+    from edgeprune.config import load_job_file
+    from edgeprune.search import RUNTIME_PRECISIONS, SearchConfig
+
+    job = load_job_file(o["job"]) if o.get("job") else {}
+    if not (o.get("search") or job.get("search")):
+        for key in ("search_levels", "search_precisions", "max_trials", "time_budget"):
+            if _pick(o.get(key), job, key) is not None:
+                raise InputError(f"--{key.replace('_', '-')} only applies to --search",
+                                 fix="add --search, or drop the option")
+        return None
+    for key in ("precision", "quant", "flops_reduction", "params_reduction",
+                "sensitivity_threshold", "prune_ratio"):
+        if _pick(o.get(key), job, key) is not None:
+            raise InputError(f"--search chooses the pruning level and the precision itself, "
+                             f"so --{key.replace('_', '-')} cannot be given with it",
+                             fix="drop it, or use --search-levels / --search-precisions / "
+                             "--search-ternary to bound the search")
+    levels = _floats(_pick(o.get("search_levels"), job, "search_levels"), "search-levels")
+    if levels is not None and not all(0 < v < 1 for v in levels):
+        raise InputError("--search-levels must be fractions between 0 and 1",
+                         fix="e.g. --search-levels 0.3,0.5,0.7")
+    precisions = _pick(o.get("search_precisions"), job, "search_precisions")
+    if isinstance(precisions, str):
+        precisions = [p.strip() for p in precisions.split(",") if p.strip()]
+    if precisions is not None and not set(precisions) <= set(RUNTIME_PRECISIONS):
+        raise InputError(f"--search-precisions {','.join(precisions)}: use "
+                         f"{', '.join(RUNTIME_PRECISIONS)}", fix="e.g. --search-precisions "
+                         "fp32,int8")
+    max_trials = int(_pick(o.get("max_trials"), job, "max_trials", 16))
+    budget = _pick(o.get("time_budget"), job, "time_budget")
+    if max_trials < 1 or (budget is not None and float(budget) <= 0):
+        raise InputError("--max-trials and --time-budget must be positive",
+                         fix="e.g. --max-trials 12 --time-budget 3600")
+    return SearchConfig(
+        flops_levels=list(levels) if levels is not None else [0.3, 0.5, 0.7],
+        precisions=precisions, ternary=bool(o.get("search_ternary")
+                                            or job.get("search_ternary")),
+        criterion=_pick(o.get("prune"), job, "prune", "dscore"), max_trials=max_trials,
+        time_budget_s=float(budget) if budget is not None else None)
 
 
 def config_from_options(o: dict[str, Any], argv: list[str]):

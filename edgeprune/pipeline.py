@@ -60,7 +60,12 @@ class PipelineConfig:
 
 
 class Stage(Protocol):
-    """One pipeline step: a name, what its output depends on, and how to make it."""
+    """One pipeline step: a name, what its output depends on, and how to make it.
+
+    A stage may set ``chains = False`` when nothing downstream consumes its output through
+    the model chain (the baseline measurement): its key then does not enter the next
+    stage's, so e.g. another --target re-measures the baseline but reuses the pruned and
+    recovered model instead of training it again."""
 
     name: str
 
@@ -189,7 +194,8 @@ def _run_all(stages: Sequence[Stage], ctx: RunContext) -> list[StageRecord]:
             record = _run_one(stage, ctx, index, key, final_dir)
         ctx.records[stage.name] = record
         ctx.ui.stage(index, stage.name, record.status, record.metrics.get("summary", ""))
-        upstream = key
+        if getattr(stage, "chains", True):
+            upstream = key
     return list(ctx.records.values())
 
 

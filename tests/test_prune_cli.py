@@ -54,6 +54,15 @@ def test_compile_with_pruning_reports_channels_and_attribution(
                if name != "classifier")
     stages = [row["stage"] for row in report["accuracy_by_stage"]]
     assert stages == ["baseline", "prune", "recover", "compile"]
+    # another target re-measures the baseline but reuses the pruned + recovered model
+    other = run_cli("compile", fashion_ckpt, "--data", fashion_dir, *FASHION_ARGS, *SMALL,
+                    "--prune", "l1", "--prune-ratio", "0.3", "--round-to", "4",
+                    "--target", "onnxruntime-cpu", "--iterations", "100", "--max-drop", "100",
+                    "--out", out, "--json")
+    assert other.code == 0, other.stderr
+    status = {s["name"]: s["status"] for s in json.loads(other.stdout)["stages"]}
+    assert status["prune"] == status["recover"] == "cached", status
+    assert status["baseline"] == status["compile"] == "ran", status
     bad = run_cli("compile", fashion_ckpt, "--data", fashion_dir, *FASHION_ARGS,
                   "--prune", "dscore", "--out", tmp_path / "bad")
     assert bad.code == 2 and "exactly one amount" in bad.stderr

@@ -56,6 +56,8 @@ def print_summary(report: dict[str, Any], console: Console) -> None:
     quant = report.get("quantization")
     if quant:
         _print_quantization(quant, console)
+    if report.get("search"):
+        _print_search(report["search"], report["budget"]["percentile"], console)
     budget = report["budget"]
     goal = (f", {budget['percentile']} <= {budget['latency_ms']} ms"
             if budget["latency_ms"] is not None else "")
@@ -67,6 +69,25 @@ def print_summary(report: dict[str, Any], console: Console) -> None:
                       f"pts{goal}")
         for reason in report["verdict"]["reasons"]:
             console.print(f"  - {reason}")
+
+
+def _print_search(search: dict[str, Any], percentile: str, console: Console) -> None:
+    """Every candidate the search measured, the chosen one marked."""
+    table = Table(title=f"search: {search['trials_run']} candidates in "
+                  f"{search['seconds']:.0f} s", title_justify="left")
+    for col in ("", "candidate", "top-1 (%)", "drop", f"{percentile} (ms)", "ran as",
+                "budget"):
+        table.add_column(col, justify="left" if col in ("", "candidate", "ran as") else "right")
+    for t in search["trials"]:
+        if t.get("accuracy") is None:
+            table.add_row("", t["name"], "", "", "", "", t["status"] + (
+                f": {t['error']}" if t.get("error") else ""))
+            continue
+        table.add_row("→" if t["chosen"] else "", t["name"], f"{t['accuracy']:.2f}",
+                      f"{t['accuracy_drop']:.2f}", _ms(t["latency"]), str(t.get("ran_as")),
+                      "met" if t["within_budget"] else "missed")
+    console.print(table)
+    console.print(search["why"])
 
 
 def _print_quantization(quant: dict[str, Any], console: Console) -> None:

@@ -26,6 +26,7 @@ BASELINE_PRECISION = "fp32"
 
 class BaselineStage:
     name = "baseline"
+    chains = False  # a measurement: pruning/training downstream do not depend on it
 
     def fingerprint(self, ctx: RunContext) -> dict[str, Any]:
         c = ctx.config

@@ -1,0 +1,313 @@
+"""``edgeprune compile --search``: find the FASTEST model on the target within the budget.
+
+Every candidate is a full pipeline run in its own folder under ``OUT/search/`` (so it is
+compiled, profiled on the target and evaluated in the target runtime like any run: latency
+is measured, never inferred from FLOPs), and every folder keeps its stage cache, so
+re-running the same command resumes the search where it stopped.
+
+The order keeps the expensive part (recovery training after pruning) for structures
+that can still win:
+
+1. dense model at every precision the target offers (cheap: no training);
+2. pruning levels in increasing FLOPs reduction (the D-Score sensitivity analysis runs
+   once and is cached), each recovered, then tried at the precisions in order of their
+   measured dense speed; a level stops at its first precision within budget (slower
+   ones cannot win there);
+3. when a level misses the accuracy budget at every precision, once, the same level with
+   its most damaged layer group (from the sensitivity analysis) kept unpruned -- the
+   per-layer exception; when that misses too, deeper pruning is not tried (accuracy only
+   falls with more pruning);
+4. with ``--search-ternary``, ternary QAT of the chosen structure (it runs INT8 kernels,
+   so it is smaller, not faster, than INT8; tried when the user wants to see it).
+
+The winner is the lowest measured latency at the budget percentile among candidates that
+meet the budget; candidates within ``TIE`` of it count as equally fast and the most
+accurate of them wins (a speed-up inside the noise is not worth accuracy).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from edgeprune.errors import EXIT_BUDGET_MISSED, EXIT_OK, EdgepruneError
+from edgeprune.pipeline import PipelineConfig, write_json_atomic
+from edgeprune.ui import UI
+
+TIE = 0.03  # relative latency difference treated as a tie (run-to-run noise here)
+RUNTIME_PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+
+
+@dataclass
+class SearchConfig:
+    flops_levels: list[float] = field(default_factory=lambda: [0.3, 0.5, 0.7])
+    precisions: list[str] | None = None  # default: the runtime precisions of the target
+    ternary: bool = False
+    criterion: str = "dscore"
+    max_trials: int = 16
+    time_budget_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"flops_levels": self.flops_levels, "precisions": self.precisions,
+                "ternary": self.ternary, "criterion": self.criterion,
+                "max_trials": self.max_trials, "time_budget_s": self.time_budget_s}
+
+
+@dataclass
+class Trial:
+    name: str
+    precision: str
+    flops_reduction: float | None
+    exclude: list[str] = field(default_factory=list)
+    ternary: bool = False
+    status: str = "pending"  # "ran" | "failed" | "skipped"
+    report: dict[str, Any] | None = None
+    error: str | None = None
+    seconds: float = 0.0
+
+    def row(self, percentile: str) -> dict[str, Any]:
+        r = self.report
+        out: dict[str, Any] = {
+            "name": self.name, "precision": "ternary" if self.ternary else self.precision,
+            "flops_reduction": self.flops_reduction, "exclude": self.exclude,
+            "status": self.status, "seconds": self.seconds, "error": self.error,
+            "within_budget": False, "chosen": False,
+        }
+        if r is not None:
+            out.update(
+                accuracy=r["final"]["accuracy"], accuracy_drop=r["verdict"]["accuracy_drop"],
+                accuracy_ok=r["verdict"]["accuracy_ok"], latency_ok=r["verdict"]["latency_ok"],
+                latency_ms={p: r["final"]["latency_ms"].get(p) for p in ("p50", "p90", "p99")},
+                latency=r["final"]["latency_ms"].get(percentile),
+                ran_as=r["final"]["runtime"].get("effective_precision"),
+                flops=r["final"]["flops"], params=r["final"]["params"],
+                size_bytes=r["final"]["size_bytes"], within_budget=bool(r["passed"]),
+                out=str(Path(r["stages"][0]["dir"]).parent),
+            )
+        return out
+
+
+class Search:
+    """One search: the trials, their order and the choice (see the module docstring)."""
+
+    def __init__(self, base: PipelineConfig, config: SearchConfig, ui: UI) -> None:
+        self.base = base
+        self.config = config
+        self.ui = ui
+        self.root = base.out_dir / "search"
+        self.trials: list[Trial] = []
+        self.started = time.perf_counter()
+        self.percentile = base.budget.percentile
+
+    # --- running ----------------------------------------------------------------------
+    def _out_of_budget(self) -> str | None:
+        ran = sum(1 for t in self.trials if t.status in ("ran", "failed"))
+        if ran >= self.config.max_trials:
+            return f"--max-trials {self.config.max_trials} reached"
+        limit = self.config.time_budget_s
+        if limit is not None and time.perf_counter() - self.started > limit:
+            return f"--time-budget {limit:.0f} s spent"
+        return None
+
+    def _config_for(self, trial: Trial) -> PipelineConfig:
+        from edgeprune.prune.policy import PruneConfig
+        from edgeprune.prune.structural import PruneOptions
+
+        target = copy.deepcopy(self.base.target)
+        target.precision = trial.precision
+        prune = recover = None
+        if trial.flops_reduction:
+            template = self.base.prune or PruneConfig(criterion=self.config.criterion,
+                                                      options=PruneOptions())
+            options = replace(template.options,
+                              exclude=sorted(set(template.options.exclude + trial.exclude)))
+            prune = PruneConfig(criterion=self.config.criterion,
+                                flops_reduction=trial.flops_reduction,
+                                sensitivity_samples=template.sensitivity_samples,
+                                options=options).validate()
+            recover = self.base.recover
+        quantize = self.base.quantize if trial.ternary else None
+        return replace(self.base, target=target, precision=trial.precision, prune=prune,
+                       recover=recover, quantize=quantize, out_dir=self.root / trial.name)
+
+    def run_trial(self, trial: Trial, seed_from: Trial | None = None) -> Trial:
+        """Run one candidate (resuming its cached stages); a failure is recorded, not
+        fatal: the search goes on with the other candidates."""
+        from edgeprune.job import run_compile
+
+        self.trials.append(trial)
+        why = self._out_of_budget()
+        if why:
+            trial.status, trial.error = "skipped", why
+            return trial
+        config = self._config_for(trial)
+        if seed_from is not None and not config.out_dir.exists() and (
+                self.root / seed_from.name).is_dir():
+            # same structure, other precision: start from its cached load/prune/recover
+            shutil.copytree(self.root / seed_from.name, config.out_dir,
+                            ignore=shutil.ignore_patterns("0[6-9]-*", "10-*", "report.json"))
+        self.ui.note(f"search: trial {len(self.trials)} {trial.name}")
+        started = time.perf_counter()
+        try:
+            trial.report, _ = run_compile(config, self.ui)
+            trial.status = "ran"
+        except EdgepruneError as exc:
+            if exc.exit_code == 4:  # a device target without its device: nothing to measure
+                raise
+            trial.status, trial.error = "failed", exc.problem
+        trial.seconds = time.perf_counter() - started
+        self._save()
+        return trial
+
+    def run(self) -> tuple[dict[str, Any], int]:
+        from edgeprune.pipeline import check_output_dir
+
+        check_output_dir(self.base.out_dir)
+        self.root.mkdir(parents=True, exist_ok=True)
+        precisions = self.config.precisions or [
+            p for p in self.base.target.precisions if p in RUNTIME_PRECISIONS]
+        dense = [self.run_trial(Trial(f"dense-{p}", p, None),
+                                seed_from=self.trials[0] if self.trials else None)
+                 for p in precisions]
+        by_speed = [t.precision for t in sorted(
+            (t for t in dense if t.report), key=lambda t: self._latency(t) or float("inf"))]
+        for level in sorted(self.config.flops_levels):
+            if not self._try_level(level, [], by_speed):
+                worst = self._most_damaged_group(level)
+                if worst is None or not self._try_level(level, [worst], by_speed):
+                    break
+        chosen = self._choose()
+        if self.config.ternary and chosen is not None:
+            ternary = Trial(f"{chosen.name}-ternary", "int8", chosen.flops_reduction,
+                            list(chosen.exclude), ternary=True)
+            self.run_trial(ternary, seed_from=chosen)
+            chosen = self._choose()
+        return self._finish(chosen)
+
+    def _try_level(self, level: float, exclude: list[str], order: list[str]) -> bool:
+        """Try one pruning level; True when some precision met the budget there."""
+        tag = f"prune{round(level * 100):02d}" + (f"-keep-{'-'.join(exclude)}" if exclude
+                                                   else "")
+        first: Trial | None = None
+        for precision in order:
+            trial = self.run_trial(Trial(f"{tag}-{precision}", precision, level, exclude),
+                                   seed_from=first)
+            first = first or trial
+            if trial.status == "skipped":
+                return False
+            if trial.report and trial.report["passed"]:
+                return True
+        return False
+
+    def _most_damaged_group(self, level: float) -> str | None:
+        """The layer group whose pruning alone cost the most accuracy at the ratio the
+        level gave it (read from the level's sensitivity analysis and plan)."""
+        tag = f"prune{round(level * 100):02d}"
+        for trial in self.trials:
+            if not trial.name.startswith(tag + "-") or "-keep-" in trial.name:
+                continue
+            prune_dir = self.root / trial.name / "03-prune"
+            try:
+                curves = json.loads((prune_dir / "sensitivity.json").read_text())["curves"]
+                ratios = json.loads((prune_dir / "metrics.json").read_text())["ratios"]
+            except (OSError, KeyError, json.JSONDecodeError):
+                continue
+            damage = {}
+            for group, ratio in ratios.items():
+                points = dict((round(r, 4), acc) for r, acc in curves.get(group, []))
+                if ratio > 0 and round(ratio, 4) in points:
+                    damage[group] = points[round(ratio, 4)]
+            if damage:
+                return min(damage, key=damage.__getitem__)
+        return None
+
+    # --- choosing and reporting ---------------------------------------------------------
+    def _latency(self, trial: Trial) -> float | None:
+        if trial.report is None:
+            return None
+        return trial.report["final"]["latency_ms"].get(self.percentile)
+
+    def _choose(self) -> Trial | None:
+        ok = [t for t in self.trials if t.report and t.report["passed"] and self._latency(t)]
+        if not ok:
+            return None
+        fastest = min(self._latency(t) for t in ok)  # type: ignore[type-var]
+        tied = [t for t in ok if self._latency(t) <= fastest * (1 + TIE)]  # type: ignore[operator]
+        return max(tied, key=lambda t: t.report["final"]["accuracy"])  # type: ignore[index]
+
+    def _why(self, chosen: Trial | None) -> str:
+        p = self.percentile
+        if chosen is None:
+            near = sorted((t for t in self.trials if t.report),
+                          key=lambda t: (t.report["verdict"]["accuracy_drop"]))
+            if not near:
+                return "no candidate could be built and measured"
+            best = near[0]
+            return (f"no candidate met the budget; the closest, {best.name}, lost "
+                    f"{best.report['verdict']['accuracy_drop']:.2f} points (budget "
+                    f"{self.base.budget.max_drop}): "
+                    + "; ".join(best.report["verdict"]["reasons"]))
+        lat = self._latency(chosen)
+        parts = [f"{chosen.name} is the fastest candidate within budget: {p} {lat:.3f} ms, "
+                 f"top-1 drop {chosen.report['verdict']['accuracy_drop']:.2f} points"]
+        dense = {t.precision: t for t in self.trials if t.name.startswith("dense-") and
+                 t.report}
+        measured = ", ".join(f"{name} {self._latency(t):.3f} ms" for name, t in dense.items())
+        if measured:
+            parts.append(f"dense precisions measured on the target: {measured}")
+        faster = [t for t in self.trials if t.report and self._latency(t) is not None
+                  and self._latency(t) < lat and not t.report["passed"]]
+        if faster:
+            parts.append("faster but over budget: " + ", ".join(
+                f"{t.name} ({self._latency(t):.3f} ms, drop "
+                f"{t.report['verdict']['accuracy_drop']:.2f})" for t in faster))
+        return "; ".join(parts)
+
+    def _rows(self, chosen: Trial | None) -> list[dict[str, Any]]:
+        rows = []
+        for t in self.trials:
+            row = t.row(self.percentile)
+            row["chosen"] = chosen is not None and t.name == chosen.name
+            if t.report is not None:
+                b = self.base.budget
+                row["distance"] = {
+                    "accuracy_points_over": max(0.0, row["accuracy_drop"] - b.max_drop),
+                    "latency_ms_over": (max(0.0, (row["latency"] or 0) - b.latency_ms)
+                                        if b.latency_ms is not None else None)}
+            rows.append(row)
+        return rows
+
+    def _save(self, chosen: Trial | None = None) -> None:
+        write_json_atomic(self.root / "trials.json", {
+            "search": self.config.to_dict(), "budget": self.base.budget.__dict__,
+            "trials": self._rows(chosen)})
+
+    def _finish(self, chosen: Trial | None) -> tuple[dict[str, Any], int]:
+        from edgeprune.report.build import schema
+
+        rows = self._rows(chosen)
+        self._save(chosen)
+        ran = [t for t in self.trials if t.report]
+        if not ran:
+            raise EdgepruneError("the search could not build and measure any candidate: "
+                                 + "; ".join(f"{t.name}: {t.error}" for t in self.trials),
+                                 fix="run one candidate with --debug (e.g. without --search)")
+        pick = chosen or min(ran, key=lambda t: t.report["verdict"]["accuracy_drop"])
+        report = dict(pick.report)  # type: ignore[arg-type]
+        report["search"] = {
+            "trials": rows, "chosen": chosen.name if chosen else None,
+            "why": self._why(chosen), "seconds": time.perf_counter() - self.started,
+            "trials_run": sum(1 for t in self.trials if t.status in ("ran", "failed")),
+            "config": self.config.to_dict(), "reported_trial": pick.name,
+        }
+        report["command"] = self.base.command
+        import jsonschema
+
+        jsonschema.validate(report, schema())
+        write_json_atomic(self.base.out_dir / "report.json", report)
+        return report, EXIT_OK if chosen is not None else EXIT_BUDGET_MISSED

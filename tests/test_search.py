@@ -1,0 +1,59 @@
+"""`edgeprune compile --search` through the real CLI on the shipped Fashion-MNIST CNN: the
+candidates are measured on the target (OpenVINO here), the fastest within budget wins, a
+budget nobody meets exits 3 with the reasons, and a re-run resumes from the cache."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import FASHION_ARGS, run_cli
+
+SMALL = ["--eval-limit", "300", "--calib-size", "100", "--iterations", "100",
+         "--sensitivity-samples", "100", "--recover-steps", "10"]
+
+
+def test_search_picks_the_fastest_candidate_within_budget(fashion_ckpt: Path,
+                                                          fashion_small: Path,
+                                                          tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = ["compile", fashion_ckpt, "--data", fashion_small, *FASHION_ARGS, *SMALL,
+            "--search", "--search-levels", "0.3", "--search-precisions", "fp32,int8",
+            "--max-drop", "100", "--out", out, "--json"]
+    result = run_cli(*args)
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    search = report["search"]
+    names = [t["name"] for t in search["trials"]]
+    assert names[:2] == ["dense-fp32", "dense-int8"] and names[2].startswith("prune30-")
+    measured = [t for t in search["trials"] if t["status"] == "ran"]
+    assert all(t["latency"] > 0 and t["ran_as"] for t in measured)
+    chosen = [t for t in measured if t["chosen"]]
+    assert len(chosen) == 1 and chosen[0]["name"] == search["chosen"]
+    # the winner is the fastest within budget (up to the documented tie margin)
+    fastest = min(t["latency"] for t in measured if t["within_budget"])
+    assert chosen[0]["latency"] <= fastest * 1.03 + 1e-9
+    assert report["final"]["latency_ms"]["p50"] == chosen[0]["latency_ms"]["p50"]
+    assert (out / "search" / "trials.json").is_file() and (out / "report.json").is_file()
+    # resumable: the same command reuses every candidate's stages
+    again = run_cli(*args)
+    assert again.code == 0, again.stderr
+    for t in json.loads(again.stdout)["search"]["trials"]:
+        stages = json.loads((Path(t["out"]) / "report.json").read_text())["stages"]
+        assert {s["status"] for s in stages} <= {"cached", "skipped"}, t["name"]
+
+
+def test_search_with_an_impossible_budget_exits_3(fashion_ckpt: Path, fashion_small: Path,
+                                                  tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = run_cli("compile", fashion_ckpt, "--data", fashion_small, *FASHION_ARGS, *SMALL,
+                     "--search", "--search-levels", "0.5", "--search-precisions", "int8",
+                     "--max-drop", "0.5", "--latency-ms", "0.00001", "--out", out, "--json")
+    assert result.code == 3, result.stderr
+    search = json.loads(result.stdout)["search"]
+    assert search["chosen"] is None and "no candidate met the budget" in search["why"]
+    assert all(t["distance"]["latency_ms_over"] > 0 for t in search["trials"]
+               if t["status"] == "ran")
+    bad = run_cli("compile", fashion_ckpt, "--data", fashion_small, *FASHION_ARGS,
+                  "--search", "--precision", "int8", "--out", tmp_path / "bad")
+    assert bad.code == 2 and "chooses the pruning level and the precision" in bad.stderr
