@@ -746,6 +746,61 @@ def prune(
     _guarded(debug, body)
 
 
+REPORT_EPILOG = """\
+**Examples**
+
+    edgeprune report reference/ out/ --max-accuracy-drop 0.5 --max-latency-increase 0.10
+
+    edgeprune report out-openvino/report.json out-onnxruntime/report.json --json
+
+Exit codes: 0 no regression, 3 regression (reasons printed), 2 bad input.
+"""
+
+
+@app.command(epilog=REPORT_EPILOG)
+def report(
+    reference: Annotated[Path, typer.Argument(help="Reference run: its --out folder or "
+                                              "report.json.")],
+    candidate: Annotated[Path, typer.Argument(help="Run to check against the reference.")],
+    max_accuracy_drop: Annotated[float, typer.Option(
+        help="Top-1 points the candidate may lose against the reference.")] = 0.5,
+    max_latency_increase: Annotated[float, typer.Option(
+        help="Fraction the candidate's latency may rise (0.10 = 10%).")] = 0.10,
+    percentile: Annotated[str | None, typer.Option(
+        help="p50, p90 or p99 (default: the reports' budget percentile).")] = None,
+    markdown: Annotated[Path | None, typer.Option(
+        help="Also write the comparison as markdown here (e.g. $GITHUB_STEP_SUMMARY).")]
+    = None,
+    as_json: AsJsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Compare two compile runs and exit 3 when the candidate regressed (CI gate)."""
+
+    def body() -> int:
+        from rich.console import Console
+
+        from edgeprune.errors import EXIT_BUDGET_MISSED
+        from edgeprune.report.compare import (
+            compare_reports,
+            comparison_markdown,
+            load_report,
+            print_comparison,
+        )
+
+        result = compare_reports(load_report(reference), load_report(candidate),
+                                 max_accuracy_drop, max_latency_increase, percentile)
+        if markdown is not None:
+            with markdown.open("a") as fh:
+                fh.write(comparison_markdown(result))
+        if as_json:
+            sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        else:
+            print_comparison(result, Console())
+        return 0 if result["passed"] else EXIT_BUDGET_MISSED
+
+    _guarded(debug, body)
+
+
 @app.command()
 def targets(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable list.")] = False,

@@ -9,6 +9,7 @@ import jsonschema
 from edgeprune.errors import EXIT_BUDGET_MISSED, EXIT_OK
 from edgeprune.pipeline import PipelineConfig, RunContext, Stage, run_stages, write_json_atomic
 from edgeprune.report.build import build_report, schema
+from edgeprune.report.html import write_human_reports
 from edgeprune.stages.baseline import BaselineStage
 from edgeprune.stages.compile_stage import CompileStage
 from edgeprune.stages.evaluate import EvaluateStage
@@ -44,6 +45,7 @@ def run_compile(config: PipelineConfig, ui: UI) -> tuple[dict[str, Any], int]:
     report = build_report(ctx, records)
     jsonschema.validate(report, schema())
     write_json_atomic(config.out_dir / "report.json", report)
+    write_human_reports(report, config.out_dir)  # report.html + summary.md
     return report, EXIT_OK if report["passed"] else EXIT_BUDGET_MISSED
 
 

@@ -310,4 +310,7 @@ class Search:
 
         jsonschema.validate(report, schema())
         write_json_atomic(self.base.out_dir / "report.json", report)
+        from edgeprune.report.html import write_human_reports
+
+        write_human_reports(report, self.base.out_dir)
         return report, EXIT_OK if chosen is not None else EXIT_BUDGET_MISSED

@@ -71,6 +71,8 @@ def _pct(value: float | None, digits: int = 1) -> str:
 def _signed(value: float | None, digits: int = 2, unit: str = " pts") -> str:
     if value is None:
         return "—"
+    if round(value, digits) == 0:
+        value = 0.0   # no "−0.00"
     return f"{value:+.{digits}f}{unit}".replace("-", "−")
 
 
@@ -79,6 +81,8 @@ def _smaller(base: float | None, final: float | None) -> str:
     if not base or not final:
         return ""
     r = base / final
+    if round(r, 2) == 1:
+        return "same"
     return f"{r:.2f}x smaller" if r >= 1 else f"{1 / r:.2f}x larger"
 
 
@@ -666,7 +670,8 @@ def _search_rows(report: dict[str, Any]) -> list[tuple[bool, list[str]]]:
             str(t.get("name", "?")), str(t.get("precision", "?")), _num(t.get("accuracy")),
             _num(t.get("accuracy_drop")), _num(lat.get(pct), 3),
             _pct(t.get("flops_reduction")),
-            "yes" if t.get("within_budget") else "no", str(t.get("status", "")),
+            "yes" if t.get("within_budget") else "no",
+            str(t.get("status", "")) + (f": {t['error']}" if t.get("error") else ""),
         ]))
     return rows
 
