@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tarfile
 import tempfile
 import time
@@ -85,7 +86,8 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true",
                         help="keep the methods already in the results file, run the rest")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    if "OMP_NUM_THREADS" not in os.environ:  # set it to share the CPU with another job
+        torch.set_num_threads(2)
     data = cifar_arrays(args.data_dir)
     evaluate = torch_accuracy(*data["test"])
     base = load_resnet(args.depth)

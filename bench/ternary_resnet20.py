@@ -92,9 +92,11 @@ def summarize_run(report: dict[str, Any], out: Path) -> dict[str, Any]:
     return row
 
 
-def profile(artifact: Path, inputs: Path, iterations: int) -> np.ndarray:
-    """One round in `python -m edgeprune.runner` (as the pipeline's profile stage)."""
-    request = {"backend": "openvino", "artifact": str(artifact), "precision": "fp32",
+def profile(artifact: Path, inputs: Path, iterations: int, precision: str = "fp32"
+            ) -> np.ndarray:
+    """One round in `python -m edgeprune.runner` (as the pipeline's profile stage); the
+    precision sets OpenVINO's inference hint (f32 for fp32 and int8 IRs, bf16 for bf16)."""
+    request = {"backend": "openvino", "artifact": str(artifact), "precision": precision,
                "threads": 0, "batch": 1, "options": {"performance_hint": "LATENCY"},
                "inputs": str(inputs), "loop": {"warmup_iterations": 50,
                                               "min_iterations": iterations,
@@ -107,14 +109,16 @@ def profile(artifact: Path, inputs: Path, iterations: int) -> np.ndarray:
 
 
 def latency_side_by_side(artifacts: dict[str, Path], rounds: int, iterations: int,
-                         images: np.ndarray) -> dict[str, Any]:
+                         images: np.ndarray, precisions: dict[str, str] | None = None
+                         ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         inputs = Path(tmp) / "inputs.npy"
         np.save(inputs, images[:1])
         samples: dict[str, list[np.ndarray]] = {k: [] for k in artifacts}
         for _ in range(rounds):  # alternate: drift hits every variant alike
             for name, path in artifacts.items():
-                samples[name].append(profile(path, inputs, iterations))
+                samples[name].append(profile(path, inputs, iterations,
+                                             (precisions or {}).get(name, "fp32")))
     stats = {k: summarize(np.concatenate(v), 1) for k, v in samples.items()}
     ref = stats["dense fp32"]
     return {"rounds": rounds, "iterations_per_round": iterations, "latency_ms": stats,

@@ -15,8 +15,9 @@ that can still win:
    ones cannot win there);
 3. when a level misses the accuracy budget at every precision, once, the same level with
    its most damaged layer group (from the sensitivity analysis) kept unpruned -- the
-   per-layer exception; when that misses too, deeper pruning is not tried (accuracy only
-   falls with more pruning);
+   per-layer exception; deeper pruning is then not tried (accuracy only falls with more
+   pruning). A level that is accurate enough but misses the latency goal goes on to the
+   next (more pruning may be fast enough);
 4. with ``--search-ternary``, ternary QAT of the chosen structure (it runs INT8 kernels,
    so it is smaller, not faster, than INT8; tried when the user wants to see it).
 
@@ -177,10 +178,16 @@ class Search:
         by_speed = [t.precision for t in sorted(
             (t for t in dense if t.report), key=lambda t: self._latency(t) or float("inf"))]
         for level in sorted(self.config.flops_levels):
-            if not self._try_level(level, [], by_speed):
+            outcome = self._try_level(level, [], by_speed)
+            if outcome == "stopped":
+                break
+            if outcome == "accuracy_missed":
+                # the per-layer exception, once; deeper pruning only loses more accuracy
                 worst = self._most_damaged_group(level)
-                if worst is None or not self._try_level(level, [worst], by_speed):
-                    break
+                if worst is not None:
+                    self._try_level(level, [worst], by_speed)
+                break
+            # met, or accurate enough but too slow: more pruning may be faster
         chosen = self._choose()
         if self.config.ternary and chosen is not None:
             ternary = Trial(f"{chosen.name}-ternary", "int8", chosen.flops_reduction,
@@ -189,20 +196,25 @@ class Search:
             chosen = self._choose()
         return self._finish(chosen)
 
-    def _try_level(self, level: float, exclude: list[str], order: list[str]) -> bool:
-        """Try one pruning level; True when some precision met the budget there."""
+    def _try_level(self, level: float, exclude: list[str], order: list[str]) -> str:
+        """Try one pruning level: "met" (some precision met the whole budget; slower
+        precisions are not tried), "too_slow" (accurate enough, latency goal missed),
+        "accuracy_missed" (every precision lost too much) or "stopped" (trial/time budget
+        spent)."""
         tag = f"prune{round(level * 100):02d}" + (f"-keep-{'-'.join(exclude)}" if exclude
                                                    else "")
         first: Trial | None = None
+        accurate = False
         for precision in order:
             trial = self.run_trial(Trial(f"{tag}-{precision}", precision, level, exclude),
                                    seed_from=first)
             first = first or trial
             if trial.status == "skipped":
-                return False
+                return "stopped"
             if trial.report and trial.report["passed"]:
-                return True
-        return False
+                return "met"
+            accurate |= bool(trial.report and trial.report["verdict"]["accuracy_ok"])
+        return "too_slow" if accurate else "accuracy_missed"
 
     def _most_damaged_group(self, level: float) -> str | None:
         """The layer group whose pruning alone cost the most accuracy at the ratio the

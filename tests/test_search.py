@@ -48,12 +48,17 @@ def test_search_with_an_impossible_budget_exits_3(fashion_ckpt: Path, fashion_sm
     out = tmp_path / "out"
     result = run_cli("compile", fashion_ckpt, "--data", fashion_small, *FASHION_ARGS, *SMALL,
                      "--search", "--search-levels", "0.5", "--search-precisions", "int8",
-                     "--max-drop", "0.5", "--latency-ms", "0.00001", "--out", out, "--json")
+                     "--max-trials", "2", "--max-drop", "0.5", "--latency-ms", "0.00001",
+                     "--out", out, "--json")
     assert result.code == 3, result.stderr
     search = json.loads(result.stdout)["search"]
     assert search["chosen"] is None and "no candidate met the budget" in search["why"]
-    assert all(t["distance"]["latency_ms_over"] > 0 for t in search["trials"]
-               if t["status"] == "ran")
+    ran = [t for t in search["trials"] if t["status"] == "ran"]
+    assert [t["name"] for t in ran] == ["dense-int8", "prune50-int8"]
+    assert all(t["distance"]["latency_ms_over"] > 0 for t in ran)
+    # the trial budget stopped it: nothing else was started
+    assert all(t["status"] == "skipped" and "--max-trials 2" in t["error"]
+               for t in search["trials"] if t["status"] != "ran")
     bad = run_cli("compile", fashion_ckpt, "--data", fashion_small, *FASHION_ARGS,
                   "--search", "--precision", "int8", "--out", tmp_path / "bad")
     assert bad.code == 2 and "chooses the pruning level and the precision" in bad.stderr
