@@ -78,7 +78,7 @@ def main() -> None:
                  "dense nncf int8": root / "dense-int8" / "07-compile" / "model.xml"}
     if s["chosen"] and s["chosen"] not in ("dense-fp32", "dense-bf16", "dense-int8"):
         artifacts[f"chosen: {s['chosen']}"] = root / s["chosen"] / "07-compile" / "model.xml"
-    precisions = {"dense bf16": "bf16"}
+    precisions = {k: "bf16" for k in artifacts if k.endswith("bf16")}
     payload["latency_openvino_cpu"] = latency_side_by_side(
         {k: v for k, v in artifacts.items() if v.is_file()}, args.rounds, args.iterations,
         test_image(args.data_dir), precisions)

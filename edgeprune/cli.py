@@ -278,7 +278,8 @@ SearchOpt = Annotated[bool, typer.Option(
         "exception when a layer breaks the budget; every candidate is compiled, profiled "
         "and evaluated on the target. Candidates: OUT/search/; resumable.")]
 SearchLevelsOpt = Annotated[str | None, typer.Option(
-        help="FLOPs reductions the search tries, e.g. 0.3,0.5,0.7 (the default).")]
+        help="FLOPs reductions the search tries, e.g. 0.3,0.5,0.7 (the default); none = "
+        "precisions of the dense model only (no training).")]
 SearchPrecisionsOpt = Annotated[str | None, typer.Option(
         help="Precisions the search tries, e.g. fp32,int8. Default: all the target offers.")]
 SearchTernaryOpt = Annotated[bool, typer.Option(
@@ -424,7 +425,9 @@ def _search_options(o: dict[str, Any]):
                              f"so --{key.replace('_', '-')} cannot be given with it",
                              fix="drop it, or use --search-levels / --search-precisions / "
                              "--search-ternary to bound the search")
-    levels = _floats(_pick(o.get("search_levels"), job, "search_levels"), "search-levels")
+    raw_levels = _pick(o.get("search_levels"), job, "search_levels")
+    levels = [] if str(raw_levels).strip().lower() == "none" else _floats(raw_levels,
+                                                                          "search-levels")
     if levels is not None and not all(0 < v < 1 for v in levels):
         raise InputError("--search-levels must be fractions between 0 and 1",
                          fix="e.g. --search-levels 0.3,0.5,0.7")

@@ -128,3 +128,37 @@ def test_symmetric_int8_activation_quantizer() -> None:
     q.mode = "quant"
     y = q(torch.tensor([-3.0, -0.5, 2.0]))
     assert torch.allclose(y, torch.tensor([-128 * scale, round(-0.5 / scale) * scale, 2.0]))
+
+
+def test_pruned_resnet_selection_convs_run_int8() -> None:
+    """The frozen option-A selection convs pruning adds are quantized to int8 (exactly:
+    weights 0/1), so the whole pruned + ternary ResNet runs integer kernels in OpenVINO."""
+    from edgeprune.prune.importance import get_criterion
+    from edgeprune.prune.structural import PruneOptions, find_groups, make_shortcuts_explicit
+    from edgeprune.prune.structural import prune_copy
+    from edgeprune.quant import TernaryConfig, calibrate, prepare_ternary
+    from edgeprune.quant.qdq import export_qdq_onnx, verify_qdq
+    from edgeprune.zoo import resnet20
+
+    torch.manual_seed(0)
+    example = torch.zeros(2, 3, 32, 32)
+    model = resnet20().eval()
+    assert make_shortcuts_explicit(model, example)
+    _, groups = find_groups(model, example, PruneOptions())
+    model, _ = prune_copy(model, example, {g.name: 0.3 for g in groups},
+                          get_criterion("l1"), PruneOptions())
+    state = prepare_ternary(model, TernaryConfig(method="twn"))
+    fixed = [n for n, kind in state.plan.items() if "shortcut" in n]
+    assert fixed and all(state.plan[n] == "int8" for n in fixed)
+    x = torch.randn(64, 3, 32, 32)
+    calibrate(model, [x])
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.onnx"
+        export_qdq_onnx(model, x[:2], path)
+        check = verify_qdq(model, path, x.numpy(), runtimes=("openvino",))
+    ov = check["runtimes"]["openvino"]
+    assert ov["convolutions_integer"], ov["convolution_precisions"]
+    assert ov["integer_convolutions"]["ran"] >= ov["integer_convolutions"][
+        "quantized_in_model"] == 21

@@ -71,6 +71,9 @@ from torch import nn
 from edgeprune.quant.activations import ActQuant
 
 Method = Literal["hq", "twn"]
+# set by pruning on frozen structural convs (edgeprune.prune.structural.FIXED); other Conv2d
+# subclasses (custom padding etc.) are left in float: swapping them would drop their forward
+FIXED_MARKER = "_edgeprune_fixed"
 INT8_QMAX = 127  # symmetric int8 weights in [-127, 127] (no -128: VNNI-safe, symmetric)
 
 
@@ -350,6 +353,8 @@ def _adopt(dst: nn.Module, src: nn.Module) -> None:
     dst.weight = src.weight
     dst.bias = src.bias
     dst.train(src.training)
+    if getattr(src, FIXED_MARKER, False):  # stays frozen and never ranked
+        setattr(dst, FIXED_MARKER, True)
 
 
 class TernaryConv2d(_TernaryMixin, nn.Conv2d):
@@ -435,7 +440,8 @@ def plan_precisions(model: nn.Module, config: TernaryConfig) -> dict[str, str]:
     this is execution order: stem first, classifier last); name them in ``int8_layers`` or
     ``exclude`` when a model registers modules in another order."""
     names = [n for n, m in model.named_modules()
-             if type(m) in (nn.Conv2d, nn.Linear) or isinstance(m, QUANT_LAYERS)]
+             if type(m) in (nn.Conv2d, nn.Linear) or isinstance(m, QUANT_LAYERS)
+             or (isinstance(m, nn.Conv2d) and getattr(m, FIXED_MARKER, False))]
     unknown = [n for n in (*config.exclude, *config.int8_layers) if n not in names]
     if unknown:
         raise ValueError(f"TernaryConfig names unknown Conv/Linear modules: {unknown}; "
@@ -447,6 +453,10 @@ def plan_precisions(model: nn.Module, config: TernaryConfig) -> dict[str, str]:
         m = model.get_submodule(n)
         if n in config.exclude:
             plan[n] = "fp32"
+        elif getattr(m, FIXED_MARKER, False) and not isinstance(m, TERNARY_LAYERS):
+            # a frozen structural conv (pruning's option-A shortcut selection, weights 0/1):
+            # exact at int8, and keeps the whole graph on integer kernels
+            plan[n] = "int8"
         elif (n in config.int8_layers
               or (config.keep_first_last_8bit and n in (first_conv, last))
               or (config.depthwise_8bit and isinstance(m, nn.Conv2d) and m.groups > 1
