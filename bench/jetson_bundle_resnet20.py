@@ -50,8 +50,9 @@ def main() -> None:
     for d in sorted(args.out.glob("[0-9][0-9]-*")):
         metrics = json.loads((d / "metrics.json").read_text())
         stages[d.name] = {"status": metrics.get("status"), "summary": metrics.get("summary")}
-    error = proc.stderr[proc.stderr.find("edgeprune:"):] if "nothing was measured" in \
-        proc.stderr else proc.stderr[-3000:]
+    start = proc.stderr.find("nothing was measured")
+    error = proc.stderr[proc.stderr.rfind("\n", 0, start) + 1:] if start >= 0 else \
+        proc.stderr[-3000:]
     out = {
         "benchmark": "jetson_bundle_resnet20", "command": cmd[1:], "exit_code": proc.returncode,
         "seconds": time.perf_counter() - started, "stages": stages,

@@ -774,7 +774,8 @@ def report(
     markdown: Annotated[Path | None, typer.Option(
         help="Also write the comparison as markdown here (e.g. $GITHUB_STEP_SUMMARY).")]
     = None,
-    as_json: AsJsonOpt = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON on "
+                                          "stdout.")] = False,
     debug: DebugOpt = False,
 ) -> None:
     """Compare two compile runs and exit 3 when the candidate regressed (CI gate)."""

@@ -109,8 +109,11 @@ def test_ctrl_c_keeps_finished_stages_and_resumes(fashion_ckpt: Path, fashion_sm
     cmd = [sys.executable, "-m", "edgeprune", "compile", str(fashion_ckpt), "--data",
            str(fashion_small), *FASHION_ARGS, *FAST, "--out", str(out), "--target",
            "onnxruntime-cpu", "--quiet"]
+    # a shell that starts a job in the background makes it ignore SIGINT, and children
+    # inherit that: give the CLI the default disposition a terminal's Ctrl-C meets
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not (out / "02-baseline").is_dir() and time.time() < deadline:
         time.sleep(0.2)

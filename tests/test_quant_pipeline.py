@@ -5,6 +5,7 @@ symmetric int8 activations for TensorRT/Jetson (the pruned + ternary Jetson bund
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -134,8 +135,12 @@ def test_pruned_resnet_selection_convs_run_int8() -> None:
     """The frozen option-A selection convs pruning adds are quantized to int8 (exactly:
     weights 0/1), so the whole pruned + ternary ResNet runs integer kernels in OpenVINO."""
     from edgeprune.prune.importance import get_criterion
-    from edgeprune.prune.structural import PruneOptions, find_groups, make_shortcuts_explicit
-    from edgeprune.prune.structural import prune_copy
+    from edgeprune.prune.structural import (
+        PruneOptions,
+        find_groups,
+        make_shortcuts_explicit,
+        prune_copy,
+    )
     from edgeprune.quant import TernaryConfig, calibrate, prepare_ternary
     from edgeprune.quant.qdq import export_qdq_onnx, verify_qdq
     from edgeprune.zoo import resnet20
@@ -152,8 +157,6 @@ def test_pruned_resnet_selection_convs_run_int8() -> None:
     assert fixed and all(state.plan[n] == "int8" for n in fixed)
     x = torch.randn(64, 3, 32, 32)
     calibrate(model, [x])
-    import tempfile
-
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "m.onnx"
         export_qdq_onnx(model, x[:2], path)
