@@ -39,7 +39,7 @@ def one_run(kind: str, images: np.ndarray, labels: np.ndarray, steps: int) -> fl
     config = TrainConfig(epochs=1.0, max_steps=5)
     train(model, images, labels, config, hooks=hooks)  # warm-up (allocator, kernels)
     started = time.perf_counter()
-    stats = train(model, images, labels, TrainConfig(epochs=1.0, max_steps=steps), hooks=hooks)
+    stats = train(model, images, labels, TrainConfig(epochs=100.0, max_steps=steps), hooks=hooks)
     assert stats["steps"] == steps
     return (time.perf_counter() - started) / steps
 
