@@ -426,8 +426,8 @@ def _search_options(o: dict[str, Any]):
                              fix="drop it, or use --search-levels / --search-precisions / "
                              "--search-ternary to bound the search")
     raw_levels = _pick(o.get("search_levels"), job, "search_levels")
-    levels = [] if str(raw_levels).strip().lower() == "none" else _floats(raw_levels,
-                                                                          "search-levels")
+    dense_only = raw_levels is not None and str(raw_levels).strip().lower() == "none"
+    levels = [] if dense_only else _floats(raw_levels, "search-levels")
     if levels is not None and not all(0 < v < 1 for v in levels):
         raise InputError("--search-levels must be fractions between 0 and 1",
                          fix="e.g. --search-levels 0.3,0.5,0.7")
