@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 from lite0_arch import build, weights_path  # noqa: E402
 from prune_quality import extract_cifar  # noqa: E402
-from search_resnet32 import trial_table  # noqa: E402
+from search_resnet32 import search_artifacts, trial_table  # noqa: E402
 from ternary_resnet20 import latency_side_by_side  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "search_efficientnet_lite0.json"
@@ -106,12 +106,7 @@ def main() -> None:
         "trials": trial_table(report),
     }
     RESULTS.write_text(json.dumps(payload, indent=2) + "\n")
-    root = args.out / "search"
-    artifacts = {"dense fp32": root / "dense-fp32" / "07-compile" / "model.xml",
-                 "dense bf16": root / "dense-bf16" / "07-compile" / "model.xml",
-                 "dense nncf int8": root / "dense-int8" / "07-compile" / "model.xml"}
-    if s["chosen"] and s["chosen"] not in ("dense-fp32", "dense-bf16", "dense-int8"):
-        artifacts[f"chosen: {s['chosen']}"] = root / s["chosen"] / "07-compile" / "model.xml"
+    artifacts = search_artifacts(args.out / "search", s["chosen"])
     sample = np.load(eval_npz)["images"][:1].astype(np.float32).transpose(0, 3, 1, 2)
     payload["latency_openvino_cpu"] = latency_side_by_side(
         {k: v for k, v in artifacts.items() if v.is_file()}, args.rounds, args.iterations,

@@ -41,6 +41,15 @@ def search(out: Path, data: Path, extra: list[str]) -> tuple[int, dict[str, Any]
     return proc.returncode, json.loads(proc.stdout), time.perf_counter() - started
 
 
+def search_artifacts(root: Path, chosen: str | None) -> dict[str, Path]:
+    """The OpenVINO IRs a search compiled: the dense precisions and the chosen candidate."""
+    names = {"dense fp32": "dense-fp32", "dense bf16": "dense-bf16",
+             "dense nncf int8": "dense-int8"}
+    if chosen and chosen not in names.values():
+        names[f"chosen: {chosen}"] = chosen
+    return {label: root / name / "07-compile" / "model.xml" for label, name in names.items()}
+
+
 def trial_table(report: dict[str, Any]) -> list[dict[str, Any]]:
     keys = ("name", "precision", "ran_as", "flops_reduction", "exclude", "accuracy",
             "accuracy_drop", "latency_ms", "within_budget", "chosen", "status", "seconds",
@@ -72,12 +81,7 @@ def main() -> None:
         "chosen_drop": report["verdict"]["accuracy_drop"], "trials": trial_table(report),
     }
     RESULTS.write_text(json.dumps(payload, indent=2) + "\n")
-    root = args.out / "search"
-    artifacts = {"dense fp32": root / "dense-fp32" / "07-compile" / "model.xml",
-                 "dense bf16": root / "dense-bf16" / "07-compile" / "model.xml",
-                 "dense nncf int8": root / "dense-int8" / "07-compile" / "model.xml"}
-    if s["chosen"] and s["chosen"] not in ("dense-fp32", "dense-bf16", "dense-int8"):
-        artifacts[f"chosen: {s['chosen']}"] = root / s["chosen"] / "07-compile" / "model.xml"
+    artifacts = search_artifacts(args.out / "search", s["chosen"])
     precisions = {k: "bf16" for k in artifacts if k.endswith("bf16")}
     payload["latency_openvino_cpu"] = latency_side_by_side(
         {k: v for k, v in artifacts.items() if v.is_file()}, args.rounds, args.iterations,

@@ -18,13 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from edgeprune.backends.base import batches
-from edgeprune.errors import InputError
 from edgeprune.pipeline import MODEL_ARTIFACT, RunContext
 from edgeprune.quant.activations import calibrate
 from edgeprune.quant.ternary import TernaryConfig, precision_table, prepare_ternary, ternary_summary
 from edgeprune.stages.common import top1, torch_predictions
 from edgeprune.stages.load import save_derived_artifact
-from edgeprune.stages.recover import black_pixel, run_training
+from edgeprune.stages.recover import black_pixel, run_training, validate_training
 from edgeprune.train import TrainConfig
 
 QUANT_MODES = ("fp32", "int8", "ternary")
@@ -42,12 +41,7 @@ class QuantizeConfig:
     nproc: int = 1
 
     def validate(self) -> QuantizeConfig:
-        if self.mode not in ("labels", "distill"):
-            raise InputError(f"unknown --recover {self.mode!r}", fix="use labels or distill")
-        if self.train.epochs <= 0 or self.train.lr <= 0 or self.nproc < 1:
-            raise InputError("--quant-epochs, --quant-lr and --nproc must be positive",
-                             fix="e.g. --quant-epochs 3 --quant-lr 0.01")
-        self.train.distill = self.mode == "distill"
+        validate_training(self.mode, self.train, self.nproc, "quant")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -19,6 +19,17 @@ from edgeprune.stages.common import top1, torch_predictions
 from edgeprune.train import TrainConfig
 
 
+def validate_training(mode: str, train: TrainConfig, nproc: int, prefix: str) -> None:
+    """Check a training job's options (named --PREFIX-epochs / --PREFIX-lr on the command
+    line) and set distillation from the mode; shared by recovery and ternary QAT."""
+    if mode not in ("labels", "distill"):
+        raise InputError(f"unknown --recover {mode!r}", fix="use labels or distill")
+    if train.epochs <= 0 or train.lr <= 0 or nproc < 1:
+        raise InputError(f"--{prefix}-epochs, --{prefix}-lr and --nproc must be positive",
+                         fix=f"e.g. --{prefix}-epochs 3 --{prefix}-lr 0.01")
+    train.distill = mode == "distill"
+
+
 @dataclass
 class RecoverConfig:
     mode: str = "labels"  # "labels" | "distill"
@@ -26,12 +37,7 @@ class RecoverConfig:
     nproc: int = 1
 
     def validate(self) -> RecoverConfig:
-        if self.mode not in ("labels", "distill"):
-            raise InputError(f"unknown --recover {self.mode!r}", fix="use labels or distill")
-        if self.train.epochs <= 0 or self.train.lr <= 0 or self.nproc < 1:
-            raise InputError("--recover-epochs, --recover-lr and --nproc must be positive",
-                             fix="e.g. --recover-epochs 3 --recover-lr 0.01")
-        self.train.distill = self.mode == "distill"
+        validate_training(self.mode, self.train, self.nproc, "recover")
         return self
 
     def to_dict(self) -> dict[str, Any]:
