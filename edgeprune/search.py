@@ -19,7 +19,10 @@ that can still win:
    pruning). A level that is accurate enough but misses the latency goal goes on to the
    next (more pruning may be fast enough);
 4. with ``--search-ternary``, ternary QAT of the chosen structure (it runs INT8 kernels,
-   so it is smaller, not faster, than INT8; tried when the user wants to see it).
+   so it is smaller, not faster, than INT8; tried when the user wants to see it). When it
+   misses the accuracy budget, once, the same with the layer whose ternarization alone
+   changed the most predictions (measured by the quantize stage) kept at int8 -- the
+   8-bit per-layer exception.
 
 The winner is the lowest measured latency at the budget percentile among candidates that
 meet the budget; candidates within ``TIE`` of it count as equally fast and the most
@@ -66,6 +69,7 @@ class Trial:
     flops_reduction: float | None
     exclude: list[str] = field(default_factory=list)
     ternary: bool = False
+    int8_layers: list[str] = field(default_factory=list)  # ternary: kept at int8
     status: str = "pending"  # "ran" | "failed" | "skipped"
     report: dict[str, Any] | None = None
     error: str | None = None
@@ -76,6 +80,7 @@ class Trial:
         out: dict[str, Any] = {
             "name": self.name, "precision": "ternary" if self.ternary else self.precision,
             "flops_reduction": self.flops_reduction, "exclude": self.exclude,
+            "int8_layers": self.int8_layers,
             "status": self.status, "seconds": self.seconds, "error": self.error,
             "within_budget": False, "chosen": False,
         }
@@ -133,6 +138,9 @@ class Search:
                                 options=options).validate()
             recover = self.base.recover
         quantize = self.base.quantize if trial.ternary else None
+        if quantize is not None and trial.int8_layers:
+            keep = tuple(sorted({*quantize.ternary.int8_layers, *trial.int8_layers}))
+            quantize = replace(quantize, ternary=replace(quantize.ternary, int8_layers=keep))
         return replace(self.base, target=target, precision=trial.precision, prune=prune,
                        recover=recover, quantize=quantize, out_dir=self.root / trial.name)
 
@@ -193,6 +201,11 @@ class Search:
             ternary = Trial(f"{chosen.name}-ternary", "int8", chosen.flops_reduction,
                             list(chosen.exclude), ternary=True)
             self.run_trial(ternary, seed_from=chosen)
+            worst = self._most_damaged_ternary_layer(ternary)
+            if worst is not None:  # the 8-bit exception, once
+                self.run_trial(Trial(f"{chosen.name}-ternary-int8-{worst}", "int8",
+                                     chosen.flops_reduction, list(chosen.exclude),
+                                     ternary=True, int8_layers=[worst]), seed_from=chosen)
             chosen = self._choose()
         return self._finish(chosen)
 
@@ -237,6 +250,18 @@ class Search:
             if damage:
                 return min(damage, key=damage.__getitem__)
         return None
+
+    def _most_damaged_ternary_layer(self, trial: Trial) -> str | None:
+        """When a ternary candidate missed the accuracy budget: the layer the quantize
+        stage found most damaged by ternarization alone (None when it met it)."""
+        if trial.report is None or trial.report["verdict"]["accuracy_ok"]:
+            return None
+        try:
+            metrics = json.loads((self.root / trial.name / "05-quantize" /
+                                  "metrics.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        return (metrics.get("layer_sensitivity") or {}).get("most_damaged")
 
     # --- choosing and reporting ---------------------------------------------------------
     def _latency(self, trial: Trial) -> float | None:

@@ -66,3 +66,34 @@ def test_search_with_an_impossible_budget_exits_3(fashion_ckpt: Path, fashion_sm
     bad = run_cli("compile", fashion_ckpt, "--data", fashion_small, *FASHION_ARGS,
                   "--search", "--precision", "int8", "--out", tmp_path / "bad")
     assert bad.code == 2 and "chooses the pruning level and the precision" in bad.stderr
+
+
+def test_ternary_that_misses_the_budget_retries_with_its_worst_layer_at_int8(
+        fashion_ckpt: Path, fashion_small: Path, tmp_path: Path) -> None:
+    """--search-ternary: two QAT steps leave the ternary CNN far below a 2-point budget, so
+    the search retries it once with the layer the quantize stage found most damaged by
+    ternarization alone kept at int8 (the 8-bit per-layer exception); dense INT8 meets the
+    budget and stays the answer."""
+    out = tmp_path / "out"
+    result = run_cli("compile", fashion_ckpt, "--data", fashion_small, *FASHION_ARGS,
+                     "--eval-limit", "300", "--calib-size", "100", "--iterations", "50",
+                     "--search", "--search-levels", "none", "--search-precisions", "int8",
+                     "--search-ternary", "--quant-steps", "2", "--max-drop", "2",
+                     "--out", out, "--json")
+    assert result.code == 0, result.stderr
+    search = json.loads(result.stdout)["search"]
+    rows = {t["name"]: t for t in search["trials"]}
+    first = rows.pop("dense-int8-ternary")
+    assert first["status"] == "ran" and first["accuracy_drop"] > 2 and not first["within_budget"]
+    sensitivity = json.loads((out / "search" / "dense-int8-ternary" / "05-quantize" /
+                              "metrics.json").read_text())["layer_sensitivity"]
+    worst = sensitivity["most_damaged"]
+    agreement = sensitivity["agreement"]
+    assert agreement[worst] == min(agreement.values()) and len(agreement) == 3
+    retry = rows[f"dense-int8-ternary-int8-{worst}"]
+    assert retry["precision"] == "ternary" and retry["int8_layers"] == [worst]
+    layers = {r["layer"]: r["precision"] for r in json.loads(
+        (Path(retry["out"]) / "report.json").read_text())["quantization"]["layers"]}
+    assert layers[worst] == "int8"
+    assert sum(p == "ternary" for p in layers.values()) == len(agreement) - 1
+    assert search["chosen"] == "dense-int8"

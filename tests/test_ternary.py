@@ -220,6 +220,40 @@ def test_plan_keeps_first_last_and_depthwise_at_int8() -> None:
         prepare_ternary(fashion_cnn(), TernaryConfig(exclude=("nope",)))
 
 
+def test_layer_sensitivity_finds_the_layer_ternarization_breaks(fashion_ckpt: Path,
+                                                                fashion_dir: Path) -> None:
+    """The trained example CNN on real Fashion-MNIST images, its 2nd conv replaced by its
+    own ternarization (ternarizing it alone again is then exact): it must score 100%
+    agreement, the trained layers less, and the float model must stay untouched."""
+    from edgeprune.data.idx import read_idx
+    from edgeprune.quant.sensitivity import most_damaged_layer, ternary_layer_agreement
+
+    model = fashion_cnn()
+    model.load_state_dict(torch.load(fashion_ckpt, map_location="cpu",
+                                     weights_only=True)["state_dict"])
+    model.eval()
+    with torch.no_grad():  # the 2nd conv becomes its own HQ ternarization
+        w = model.features[3].weight
+        w2d = w.reshape(w.shape[0], -1)
+        _, mask = hq_threshold(w2d)
+        alpha = (w2d.abs() * mask).sum(1) / mask.sum(1).clamp(min=1)
+        w.copy_((alpha[:, None] * torch.sign(w2d) * mask).reshape(w.shape))
+    raw = read_idx(fashion_dir / "t10k-images-idx3-ubyte.gz")[:400]
+    images = ((raw.astype(np.float32) / 255 - 0.2860) / 0.3530)[:, None]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ticks: list[int] = []
+    agreement = ternary_layer_agreement(model, TernaryConfig(), images, ticks.append)
+    # first conv and classifier stay int8 (the default plan): only the middle convs
+    assert set(agreement) == {"features.3", "features.7", "features.11"}
+    assert len(ticks) == 3
+    assert agreement["features.3"] == 100.0
+    assert agreement["features.7"] < 100.0 and agreement["features.11"] < 100.0
+    worst = most_damaged_layer(agreement)
+    assert worst != "features.3" and agreement[worst] == min(agreement.values())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert most_damaged_layer({}) is None
+
+
 # --------------------------------------------------------------------------- export
 
 

@@ -67,14 +67,20 @@ def _quantization(ctx: RunContext) -> dict[str, Any] | None:
     q, export = record.metrics, ctx.metrics("export")
     compiled = ctx.metrics("compile")
     ov = export.get("parity", {}).get("runtimes", {}).get("openvino", {})
+    alone = (q.get("layer_sensitivity") or {}).get("agreement", {})
     layers = [{k: r[k] for k in ("layer", "precision", "shape", "weights", "zero_fraction")
                if k in r} for r in q["layers"]]
+    for row in layers:
+        if row["layer"] in alone:  # top-1 agreement when only this layer is ternary
+            row["ternary_alone_agreement"] = alone[row["layer"]]
     return {
         "method": q["method"], "mode": q["mode"], "config": q["ternary_config"],
         "accuracy_before_qat": q["accuracy_before_qat"], "accuracy": q["accuracy"],
         "training": {k: q["training"].get(k) for k in ("epochs", "steps", "seconds",
                                                         "seconds_per_epoch", "world_size")},
         "layers": layers, "summary": q["ternary_summary"],
+        "layer_sensitivity": {k: v for k, v in (q.get("layer_sensitivity") or {}).items()
+                              if k != "agreement"} or None,
         "openvino_convolution_precisions": ov.get("convolution_precisions"),
         "packed": export.get("packed"),
         "compact_u2_ir_bytes": (compiled.get("compact_u2_ir") or {}).get("total_bytes"),

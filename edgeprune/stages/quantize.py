@@ -20,7 +20,14 @@ from typing import Any
 from edgeprune.backends.base import batches
 from edgeprune.pipeline import MODEL_ARTIFACT, RunContext
 from edgeprune.quant.activations import calibrate
-from edgeprune.quant.ternary import TernaryConfig, precision_table, prepare_ternary, ternary_summary
+from edgeprune.quant.sensitivity import most_damaged_layer, ternary_layer_agreement
+from edgeprune.quant.ternary import (
+    TernaryConfig,
+    plan_precisions,
+    precision_table,
+    prepare_ternary,
+    ternary_summary,
+)
 from edgeprune.stages.common import top1, torch_predictions
 from edgeprune.stages.load import save_derived_artifact
 from edgeprune.stages.recover import black_pixel, run_training, validate_training
@@ -39,14 +46,19 @@ class QuantizeConfig:
     mode: str = "labels"  # "labels" | "distill"
     train: TrainConfig = field(default_factory=TrainConfig)
     nproc: int = 1
+    # calibration images for the per-layer ternary sensitivity (0: skip it)
+    sensitivity_samples: int = 256
 
     def validate(self) -> QuantizeConfig:
         validate_training(self.mode, self.train, self.nproc, "quant")
+        if self.sensitivity_samples < 0:
+            raise ValueError("sensitivity_samples must be >= 0")
         return self
 
     def to_dict(self) -> dict[str, Any]:
         return {"ternary": self.ternary.to_dict(), "mode": self.mode,
-                "train": self.train.to_dict(), "nproc": self.nproc}
+                "train": self.train.to_dict(), "nproc": self.nproc,
+                "sensitivity_samples": self.sensitivity_samples}
 
 
 def ternary_for_target(config: TernaryConfig, backend: str) -> TernaryConfig:
@@ -67,12 +79,27 @@ class QuantizeStage:
     def fingerprint(self, ctx: RunContext) -> dict[str, Any]:
         return {"quantize": {**self.config.to_dict(), "ternary": self._ternary(ctx).to_dict()}}
 
+    def _layer_sensitivity(self, ctx: RunContext, model: Any, cfg: TernaryConfig,
+                           calib: Any) -> dict[str, Any] | None:
+        """Per-layer damage of ternarization alone (what the search's 8-bit exception
+        keeps at int8 when the ternary model misses the accuracy budget)."""
+        samples = min(self.config.sensitivity_samples, len(calib))
+        if samples == 0:
+            return None
+        layers = sum(kind == "ternary" for kind in plan_precisions(model, cfg).values())
+        with ctx.ui.task("ternary sensitivity (one layer at a time)", layers) as advance:
+            agreement = ternary_layer_agreement(model, cfg, calib[:samples], advance)
+        return {"metric": "top-1 agreement (%) with the unquantized model when only this "
+                "layer is ternary (weights only, before QAT)", "samples": samples,
+                "agreement": agreement, "most_damaged": most_damaged_layer(agreement)}
+
     def run(self, ctx: RunContext, workdir: Path) -> dict[str, Any]:
         cfg = self._ternary(ctx)
         source = ctx.latest_model_path()
         model = ctx.load_model(source)
-        state = prepare_ternary(model, cfg)
         calib, _ = ctx.arrays("calibration")
+        sensitivity = self._layer_sensitivity(ctx, model, cfg, calib)
+        state = prepare_ternary(model, cfg)
         calibrate(model, batches(calib, CALIBRATION_BATCH))
         images, labels = ctx.arrays("eval")
         before = top1(torch_predictions(model, images, ctx, "PyTorch eval (ternary, no QAT)"),
@@ -102,7 +129,7 @@ class QuantizeStage:
             "plan": state.plan, "training": stats, "accuracy_before_qat": before,
             "accuracy": accuracy, "accuracy_samples": len(labels),
             "calibration": {k: v for k, v in recal.items() if k != "ranges"},
-            "layers": rows, "ternary_summary": summary,
+            "layers": rows, "ternary_summary": summary, "layer_sensitivity": sensitivity,
             "summary": f"{cfg.method} ternary ({layers.get('ternary', 0)} layers ternary, "
             f"{layers.get('int8', 0)} int8, {layers.get('fp32', 0)} fp32; {cfg.activation_dtype} "
             f"activations), {stats['epochs']:.2f} epochs in {stats['seconds']:.0f} s: top-1 "
