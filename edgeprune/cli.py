@@ -272,6 +272,10 @@ TernarySparsityOpt = Annotated[float | None, typer.Option(
 TernaryFirstLastOpt = Annotated[bool, typer.Option(
         "--ternary-first-last", help="Make the first conv and the classifier ternary too "
         "(by default they stay int8).")]
+Int8AccuracyControlOpt = Annotated[bool, typer.Option(
+        "--int8-accuracy-control", help="OpenVINO INT8: NNCF accuracy control returns the "
+        "layers that cost the most top-1 agreement with the float model to FP32 until it is "
+        "within --max-drop on the calibration images (slower than plain INT8 to build).")]
 SearchOpt = Annotated[bool, typer.Option(
         "--search", help="Search for the FASTEST model on the target within the budget: "
         "dense at each precision, then D-Score pruning levels (recovered), with a per-layer "
@@ -364,6 +368,7 @@ def compile(
     quant_steps: QuantStepsOpt = None,
     ternary_sparsity: TernarySparsityOpt = None,
     ternary_first_last: TernaryFirstLastOpt = False,
+    int8_accuracy_control: Int8AccuracyControlOpt = False,
     search: SearchOpt = False,
     search_levels: SearchLevelsOpt = None,
     search_precisions: SearchPrecisionsOpt = None,
@@ -425,6 +430,10 @@ def _search_options(o: dict[str, Any]):
                              f"so --{key.replace('_', '-')} cannot be given with it",
                              fix="drop it, or use --search-levels / --search-precisions / "
                              "--search-ternary to bound the search")
+    if o.get("int8_accuracy_control") or job.get("int8_accuracy_control"):
+        raise InputError("--search uses INT8 accuracy control by itself (when plain INT8 "
+                         "misses the budget), so --int8-accuracy-control cannot be given "
+                         "with it", fix="drop --int8-accuracy-control")
     raw_levels = _pick(o.get("search_levels"), job, "search_levels")
     dense_only = raw_levels is not None and str(raw_levels).strip().lower() == "none"
     levels = [] if dense_only else _floats(raw_levels, "search-levels")
@@ -453,6 +462,7 @@ def _search_options(o: dict[str, Any]):
 
 def config_from_options(o: dict[str, Any], argv: list[str]):
     """Merge CLI options over a job file into a validated PipelineConfig."""
+    from edgeprune.backends.openvino import ACCURACY_CONTROL
     from edgeprune.config import Budget, ProfileSettings, load_job_file, resolve_target
     from edgeprune.data.preprocess import Preprocess
     from edgeprune.data.splits import DataOptions
@@ -490,6 +500,12 @@ def config_from_options(o: dict[str, Any], argv: list[str]):
         latency_ms=_pick(o["latency_ms"], job, "latency_ms", target.latency_goal_ms),
         percentile=_pick(o["percentile"], job, "percentile", target.latency_percentile),
     ).validate()
+    if o.get("int8_accuracy_control") or job.get("int8_accuracy_control"):
+        if target.backend != "openvino" or precision != "int8":
+            raise InputError("--int8-accuracy-control needs --precision int8 on an OpenVINO "
+                             f"target (got {precision} on {target.name})",
+                             fix="add --precision int8 --target openvino-cpu, or drop it")
+        target.options[ACCURACY_CONTROL] = budget.max_drop
     channels = int(_pick(o["channels"], job, "channels", 3))
     preprocess = Preprocess(
         input_size=_size(_pick(o["input_size"], job, "input_size")),

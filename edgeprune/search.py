@@ -8,7 +8,11 @@ re-running the same command resumes the search where it stopped.
 The order keeps the expensive part (recovery training after pruning) for structures
 that can still win:
 
-1. dense model at every precision the target offers (cheap: no training);
+1. dense model at every precision the target offers (cheap: no training); on OpenVINO,
+   when plain INT8 misses the accuracy budget, once more with NNCF accuracy control (the
+   layers that cost the most agreement with the float model go back to FP32 until it is
+   within the budget on the calibration images -- the per-layer FP32 exception), which
+   the pruning levels then use for INT8 too;
 2. pruning levels in increasing FLOPs reduction (the D-Score sensitivity analysis runs
    once and is cached), each recovered, then tried at the precisions in order of their
    measured dense speed; a level stops at its first precision within budget (slower
@@ -39,6 +43,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from edgeprune.backends.openvino import ACCURACY_CONTROL
 from edgeprune.errors import EXIT_BUDGET_MISSED, EXIT_OK, EdgepruneError
 from edgeprune.pipeline import PipelineConfig, write_json_atomic
 from edgeprune.ui import UI
@@ -70,6 +75,7 @@ class Trial:
     exclude: list[str] = field(default_factory=list)
     ternary: bool = False
     int8_layers: list[str] = field(default_factory=list)  # ternary: kept at int8
+    accuracy_control: bool = False  # INT8: NNCF returns the worst layers to FP32
     status: str = "pending"  # "ran" | "failed" | "skipped"
     report: dict[str, Any] | None = None
     error: str | None = None
@@ -80,7 +86,7 @@ class Trial:
         out: dict[str, Any] = {
             "name": self.name, "precision": "ternary" if self.ternary else self.precision,
             "flops_reduction": self.flops_reduction, "exclude": self.exclude,
-            "int8_layers": self.int8_layers,
+            "int8_layers": self.int8_layers, "accuracy_control": self.accuracy_control,
             "status": self.status, "seconds": self.seconds, "error": self.error,
             "within_budget": False, "chosen": False,
         }
@@ -109,6 +115,7 @@ class Search:
         self.trials: list[Trial] = []
         self.started = time.perf_counter()
         self.percentile = base.budget.percentile
+        self.int8_control = False  # set when plain dense INT8 missed the accuracy budget
 
     # --- running ----------------------------------------------------------------------
     def _out_of_budget(self) -> str | None:
@@ -126,6 +133,8 @@ class Search:
 
         target = copy.deepcopy(self.base.target)
         target.precision = trial.precision
+        if trial.accuracy_control:
+            target.options[ACCURACY_CONTROL] = self.base.budget.max_drop
         prune = recover = None
         if trial.flops_reduction:
             template = self.base.prune or PruneConfig(criterion=self.config.criterion,
@@ -183,6 +192,14 @@ class Search:
         dense = [self.run_trial(Trial(f"dense-{p}", p, None),
                                 seed_from=self.trials[0] if self.trials else None)
                  for p in precisions]
+        plain = next((t for t in dense if t.precision == "int8"), None)
+        if (plain is not None and plain.report is not None
+                and not plain.report["verdict"]["accuracy_ok"]
+                and self.base.target.backend == "openvino"):
+            self.int8_control = True  # the FP32 exception, for every INT8 candidate
+            controlled = self.run_trial(Trial("dense-int8-keep-fp32", "int8", None,
+                                              accuracy_control=True), seed_from=plain)
+            dense = [t for t in dense if t is not plain] + [controlled]
         by_speed = [t.precision for t in sorted(
             (t for t in dense if t.report), key=lambda t: self._latency(t) or float("inf"))]
         for level in sorted(self.config.flops_levels):
@@ -219,7 +236,10 @@ class Search:
         first: Trial | None = None
         accurate = False
         for precision in order:
-            trial = self.run_trial(Trial(f"{tag}-{precision}", precision, level, exclude),
+            control = precision == "int8" and self.int8_control
+            trial = self.run_trial(Trial(f"{tag}-{precision}" + ("-keep-fp32" if control
+                                                                   else ""),
+                                         precision, level, exclude, accuracy_control=control),
                                    seed_from=first)
             first = first or trial
             if trial.status == "skipped":
@@ -292,8 +312,8 @@ class Search:
         lat = self._latency(chosen)
         parts = [f"{chosen.name} is the fastest candidate within budget: {p} {lat:.3f} ms, "
                  f"top-1 drop {chosen.report['verdict']['accuracy_drop']:.2f} points"]
-        dense = {t.precision: t for t in self.trials if t.name.startswith("dense-") and
-                 t.report}
+        dense = {t.name.removeprefix("dense-"): t for t in self.trials
+                 if t.name.startswith("dense-") and not t.ternary and t.report}
         measured = ", ".join(f"{name} {self._latency(t):.3f} ms" for name, t in dense.items())
         if measured:
             parts.append(f"dense precisions measured on the target: {measured}")

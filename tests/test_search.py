@@ -97,3 +97,44 @@ def test_ternary_that_misses_the_budget_retries_with_its_worst_layer_at_int8(
     assert layers[worst] == "int8"
     assert sum(p == "ternary" for p in layers.values()) == len(agreement) - 1
     assert search["chosen"] == "dense-int8"
+
+
+def test_int8_that_misses_the_budget_gets_its_worst_layers_back_in_fp32(
+        fashion_ckpt: Path, fashion_small: Path, tmp_path: Path) -> None:
+    """One channel of the example CNN scaled by 1000 before a ReLU and its consumer's
+    weights divided by 1000: the float function is unchanged, but per-tensor INT8
+    activations of that tensor crush every other channel. Plain INT8 must miss the budget,
+    and the search's FP32 exception (NNCF accuracy control) must put the damaged layers
+    back in FP32, meet the budget and win; asking for it by hand works the same."""
+    import torch
+
+    checkpoint = torch.load(fashion_ckpt, map_location="cpu", weights_only=True)
+    state = checkpoint["state_dict"]
+    state["features.4.weight"][0] *= 1000.0
+    state["features.4.bias"][0] *= 1000.0
+    state["features.7.weight"][:, 0] /= 1000.0
+    model = tmp_path / "outlier.pt"
+    torch.save(checkpoint, model)
+    common = ["--data", fashion_small, *FASHION_ARGS, "--eval-limit", "300", "--calib-size",
+              "100", "--iterations", "50", "--max-drop", "1"]
+    result = run_cli("compile", model, *common, "--search", "--search-levels", "none",
+                     "--search-precisions", "int8", "--out", tmp_path / "search", "--json")
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    rows = {t["name"]: t for t in report["search"]["trials"]}
+    assert set(rows) == {"dense-int8", "dense-int8-keep-fp32"}
+    plain, kept = rows["dense-int8"], rows["dense-int8-keep-fp32"]
+    assert plain["ran_as"] == "i8" and plain["accuracy_drop"] > 10 and not plain["within_budget"]
+    assert kept["accuracy_control"] and kept["within_budget"] and kept["accuracy_drop"] <= 1
+    assert kept["ran_as"].startswith("mixed:") and "f32" in kept["ran_as"]
+    assert report["search"]["chosen"] == "dense-int8-keep-fp32"
+    control = json.loads((Path(kept["out"]) / "07-compile" / "metrics.json").read_text())[
+        "details"]["accuracy_control"]
+    assert control["max_drop_points"] == 1.0 and control["agreement"] >= 99.0
+    by_hand = run_cli("compile", model, *common, "--precision", "int8",
+                      "--int8-accuracy-control", "--out", tmp_path / "hand", "--json")
+    assert by_hand.code == 0, by_hand.stderr
+    assert json.loads(by_hand.stdout)["final"]["accuracy"] == kept["accuracy"]
+    refused = run_cli("compile", model, *common, "--precision", "fp32",
+                      "--int8-accuracy-control", "--out", tmp_path / "bad")
+    assert refused.code == 2 and "needs --precision int8" in refused.stderr

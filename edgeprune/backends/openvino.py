@@ -28,6 +28,8 @@ _HINTS = {"fp32": "f32", "int8": "f32", "bf16": "bf16", "fp16": "f16"}
 # enough for ReLU CNNs; profiles may ask for "mixed" (asymmetric activations) for models
 # with negative activations (SiLU/GELU/hardswish) where symmetric ranges waste a bit.
 DEFAULT_PRESET = "performance"
+# Target option: INT8 with NNCF accuracy control, the value being the max drop in points.
+ACCURACY_CONTROL = "int8_accuracy_control"
 # Runtime layer types whose precision decides what the model "really" runs in.
 _COMPUTE_LAYERS = ("Convolution", "Deconvolution", "FullyConnected", "MatMul")
 _INTEGER = ("i8", "u8")
@@ -81,21 +83,68 @@ def _quantize(model: ov.Model, request: CompileRequest) -> tuple[ov.Model, dict[
             fix="point the profile's calibration set at preprocessed images, or use fp32",
         )
     name, preset = _preset(request.options)
-    # NNCF draws its own progress bar on stdout; stdout belongs to the CLI (reports, JSON)
-    with contextlib.redirect_stdout(sys.stderr):
-        quantized = nncf.quantize(
-            model,
-            nncf.Dataset(samples),
-            subset_size=len(samples),
-            preset=preset,
-        )
-    details = {
+    max_drop = request.options.get(ACCURACY_CONTROL)
+    details: dict[str, Any] = {
         "nncf_version": nncf.__version__,
         "calibration_samples": len(samples),
         "quantization_preset": name,
         "fast_bias_correction": True,
     }
+    # NNCF draws its own progress bar on stdout; stdout belongs to the CLI (reports, JSON)
+    with contextlib.redirect_stdout(sys.stderr):
+        if max_drop is None:
+            quantized = nncf.quantize(
+                model,
+                nncf.Dataset(samples),
+                subset_size=len(samples),
+                preset=preset,
+            )
+        else:
+            quantized, control = _quantize_with_accuracy_control(
+                model, samples, preset, float(max_drop))
+            details["accuracy_control"] = control
     return quantized, details
+
+
+def _quantize_with_accuracy_control(model: ov.Model, samples: list[np.ndarray], preset: Any,
+                                    max_drop: float) -> tuple[ov.Model, dict[str, Any]]:
+    """NNCF accuracy control: quantize, then return the layers that cost the most top-1
+    agreement with the float model to float, one at a time, until the agreement on the
+    calibration images is within ``max_drop`` points (the per-layer FP32 exception).
+
+    The metric is agreement with the float model's own predictions, so no labels are
+    needed and the held-out evaluation split stays unseen. NNCF compiles both models with
+    an f32 inference hint for this (never the CPU's bf16 default).
+    """
+    import nncf
+    import openvino as ov
+
+    reference_model = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    reference = [int(np.argmax(reference_model(x)[0])) for x in samples]
+    items = list(zip(samples, reference, strict=True))
+
+    def agreement(compiled: ov.CompiledModel, data: Any) -> float:
+        hits = [int(np.argmax(compiled(x)[0])) == ref for x, ref in data]
+        return float(np.mean(hits)) if hits else 0.0
+
+    quantized = nncf.quantize_with_accuracy_control(
+        model,
+        calibration_dataset=nncf.Dataset(samples),
+        validation_dataset=nncf.Dataset(items, lambda item: item[0]),
+        validation_fn=agreement,
+        max_drop=max_drop / 100.0,
+        drop_type=nncf.DropType.ABSOLUTE,
+        subset_size=len(samples),
+        preset=preset,
+    )
+    compiled = ov.Core().compile_model(quantized, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    return quantized, {
+        "max_drop_points": max_drop,
+        "metric": "top-1 agreement with the float model on the calibration images",
+        "validation_samples": len(samples),
+        "agreement": 100.0 * agreement(compiled, items),
+        "fake_quantize_nodes": _count_ops(quantized, "FakeQuantize"),
+    }
 
 
 def _count_ops(model: ov.Model, type_name: str) -> int:
