@@ -18,8 +18,10 @@ that can still win:
    measured dense speed; a level stops at its first precision within budget (slower
    ones cannot win there);
 3. when a level misses the accuracy budget at every precision, once, the same level with
-   its most damaged layer group (from the sensitivity analysis) kept unpruned -- the
-   per-layer exception; deeper pruning is then not tried (accuracy only falls with more
+   its most damaged layer group (from the sensitivity analysis) kept unpruned and every
+   other group at the same ratio (the level's sensitivity threshold, so the FLOPs
+   reduction is a little smaller) -- the per-layer exception; deeper pruning is then not
+   tried (accuracy only falls with more
    pruning). A level that is accurate enough but misses the latency goal goes on to the
    next (more pruning may be fast enough);
 4. with ``--search-ternary``, ternary QAT of the chosen structure (it runs INT8 kernels,
@@ -30,7 +32,10 @@ that can still win:
 
 The winner is the lowest measured latency at the budget percentile among candidates that
 meet the budget; candidates within ``TIE`` of it count as equally fast and the most
-accurate of them wins (a speed-up inside the noise is not worth accuracy).
+accurate of them wins (a speed-up inside the noise is not worth accuracy). Candidates are
+measured one after another, minutes apart, on a machine whose speed drifts, so at the end
+every candidate within ``RUNOFF`` of the fastest is measured again, side by side in
+alternating rounds of one run, and those numbers decide.
 """
 
 from __future__ import annotations
@@ -49,6 +54,8 @@ from edgeprune.pipeline import PipelineConfig, write_json_atomic
 from edgeprune.ui import UI
 
 TIE = 0.03  # relative latency difference treated as a tie (run-to-run noise here)
+RUNOFF = 0.15  # finalists: within this of the fastest, re-measured side by side
+RUNOFF_ROUNDS = 3
 RUNTIME_PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 
 
@@ -72,8 +79,9 @@ class Trial:
     name: str
     precision: str
     flops_reduction: float | None
-    exclude: list[str] = field(default_factory=list)
+    keep_unpruned: list[str] = field(default_factory=list)  # the exception's group
     ternary: bool = False
+    threshold: float | None = None  # the exception: the level's sensitivity threshold
     int8_layers: list[str] = field(default_factory=list)  # ternary: kept at int8
     accuracy_control: bool = False  # INT8: NNCF returns the worst layers to FP32
     status: str = "pending"  # "ran" | "failed" | "skipped"
@@ -85,7 +93,8 @@ class Trial:
         r = self.report
         out: dict[str, Any] = {
             "name": self.name, "precision": "ternary" if self.ternary else self.precision,
-            "flops_reduction": self.flops_reduction, "exclude": self.exclude,
+            "flops_reduction": self.flops_reduction, "keep_unpruned": self.keep_unpruned,
+            "sensitivity_threshold": self.threshold,
             "int8_layers": self.int8_layers, "accuracy_control": self.accuracy_control,
             "status": self.status, "seconds": self.seconds, "error": self.error,
             "within_budget": False, "chosen": False,
@@ -116,6 +125,7 @@ class Search:
         self.started = time.perf_counter()
         self.percentile = base.budget.percentile
         self.int8_control = False  # set when plain dense INT8 missed the accuracy budget
+        self.runoff: dict[str, Any] | None = None  # the finalists' side-by-side latencies
 
     # --- running ----------------------------------------------------------------------
     def _out_of_budget(self) -> str | None:
@@ -139,12 +149,13 @@ class Search:
         if trial.flops_reduction:
             template = self.base.prune or PruneConfig(criterion=self.config.criterion,
                                                       options=PruneOptions())
-            options = replace(template.options,
-                              exclude=sorted(set(template.options.exclude + trial.exclude)))
             prune = PruneConfig(criterion=self.config.criterion,
-                                flops_reduction=trial.flops_reduction,
+                                flops_reduction=(trial.flops_reduction if trial.threshold is None
+                                                 else None),
+                                threshold=trial.threshold,
                                 sensitivity_samples=template.sensitivity_samples,
-                                options=options).validate()
+                                options=template.options,
+                                keep_groups=list(trial.keep_unpruned)).validate()
             recover = self.base.recover
         quantize = self.base.quantize if trial.ternary else None
         if quantize is not None and trial.int8_layers:
@@ -210,28 +221,30 @@ class Search:
                 # the per-layer exception, once; deeper pruning only loses more accuracy
                 worst = self._most_damaged_group(level)
                 if worst is not None:
-                    self._try_level(level, [worst], by_speed)
+                    self._try_level(level, [worst[0]], by_speed, threshold=worst[1])
                 break
             # met, or accurate enough but too slow: more pruning may be faster
         chosen = self._choose()
         if self.config.ternary and chosen is not None:
             ternary = Trial(f"{chosen.name}-ternary", "int8", chosen.flops_reduction,
-                            list(chosen.exclude), ternary=True)
+                            list(chosen.keep_unpruned), ternary=True,
+                            threshold=chosen.threshold)
             self.run_trial(ternary, seed_from=chosen)
             worst = self._most_damaged_ternary_layer(ternary)
             if worst is not None:  # the 8-bit exception, once
                 self.run_trial(Trial(f"{chosen.name}-ternary-int8-{worst}", "int8",
-                                     chosen.flops_reduction, list(chosen.exclude),
-                                     ternary=True, int8_layers=[worst]), seed_from=chosen)
-            chosen = self._choose()
-        return self._finish(chosen)
+                                     chosen.flops_reduction, list(chosen.keep_unpruned),
+                                     ternary=True, int8_layers=[worst],
+                                     threshold=chosen.threshold), seed_from=chosen)
+        return self._finish(self._final_choice())
 
-    def _try_level(self, level: float, exclude: list[str], order: list[str]) -> str:
+    def _try_level(self, level: float, keep: list[str], order: list[str],
+                   threshold: float | None = None) -> str:
         """Try one pruning level: "met" (some precision met the whole budget; slower
         precisions are not tried), "too_slow" (accurate enough, latency goal missed),
         "accuracy_missed" (every precision lost too much) or "stopped" (trial/time budget
         spent)."""
-        tag = f"prune{round(level * 100):02d}" + (f"-keep-{'-'.join(exclude)}" if exclude
+        tag = f"prune{round(level * 100):02d}" + (f"-keep-{'-'.join(keep)}" if keep
                                                    else "")
         first: Trial | None = None
         accurate = False
@@ -239,7 +252,8 @@ class Search:
             control = precision == "int8" and self.int8_control
             trial = self.run_trial(Trial(f"{tag}-{precision}" + ("-keep-fp32" if control
                                                                    else ""),
-                                         precision, level, exclude, accuracy_control=control),
+                                         precision, level, keep, accuracy_control=control,
+                                         threshold=threshold),
                                    seed_from=first)
             first = first or trial
             if trial.status == "skipped":
@@ -249,9 +263,10 @@ class Search:
             accurate |= bool(trial.report and trial.report["verdict"]["accuracy_ok"])
         return "too_slow" if accurate else "accuracy_missed"
 
-    def _most_damaged_group(self, level: float) -> str | None:
+    def _most_damaged_group(self, level: float) -> tuple[str, float | None] | None:
         """The layer group whose pruning alone cost the most accuracy at the ratio the
-        level gave it (read from the level's sensitivity analysis and plan)."""
+        level gave it, and the level's sensitivity threshold (read from the level's
+        sensitivity analysis and plan)."""
         tag = f"prune{round(level * 100):02d}"
         for trial in self.trials:
             if not trial.name.startswith(tag + "-") or "-keep-" in trial.name:
@@ -259,7 +274,8 @@ class Search:
             prune_dir = self.root / trial.name / "03-prune"
             try:
                 curves = json.loads((prune_dir / "sensitivity.json").read_text())["curves"]
-                ratios = json.loads((prune_dir / "metrics.json").read_text())["ratios"]
+                metrics = json.loads((prune_dir / "metrics.json").read_text())
+                ratios, threshold = metrics["ratios"], metrics["choice"].get("threshold")
             except (OSError, KeyError, json.JSONDecodeError):
                 continue
             damage = {}
@@ -268,7 +284,7 @@ class Search:
                 if ratio > 0 and round(ratio, 4) in points:
                     damage[group] = points[round(ratio, 4)]
             if damage:
-                return min(damage, key=damage.__getitem__)
+                return min(damage, key=damage.__getitem__), threshold
         return None
 
     def _most_damaged_ternary_layer(self, trial: Trial) -> str | None:
@@ -297,6 +313,55 @@ class Search:
         tied = [t for t in ok if self._latency(t) <= fastest * (1 + TIE)]  # type: ignore[operator]
         return max(tied, key=lambda t: t.report["final"]["accuracy"])  # type: ignore[index]
 
+    def _final_choice(self) -> Trial | None:
+        """The choice, with the finalists re-measured side by side (see the module doc)."""
+        from edgeprune.backends import get_backend
+
+        ok = [t for t in self.trials if t.report and t.report["passed"] and self._latency(t)]
+        if not ok:
+            return None
+        fastest = min(self._latency(t) for t in ok)  # type: ignore[type-var]
+        finalists = [t for t in ok if self._latency(t) <= fastest * (1 + RUNOFF)]  # type: ignore[operator]
+        if len(finalists) < 2 or getattr(get_backend(self.base.target.backend), "needs_device",
+                                         False):
+            return self._choose()  # device bundles are built per run on the device
+        self.runoff = self._side_by_side(finalists)
+        latency = {name: stats[self.percentile] for name, stats in
+                   self.runoff["latency_ms"].items()}
+        best = min(latency[t.name] for t in finalists)
+        tied = [t for t in finalists if latency[t.name] <= best * (1 + TIE)]
+        return max(tied, key=lambda t: t.report["final"]["accuracy"])  # type: ignore[index]
+
+    def _side_by_side(self, finalists: list[Trial]) -> dict[str, Any]:
+        """Profile the finalists' compiled artifacts in alternating rounds of one run."""
+        from edgeprune.pipeline import RunContext
+        from edgeprune.stages.common import (
+            loop_settings,
+            merge_runs,
+            run_profiler,
+            save_profile_inputs,
+        )
+
+        ctx = RunContext(self._config_for(finalists[0]), self.ui)
+        inputs = self.root / "runoff-inputs.npy"
+        save_profile_inputs(ctx, inputs)
+        loop = loop_settings(ctx, share=1.0 / RUNOFF_ROUNDS)
+        runs: dict[str, list[dict[str, Any]]] = {t.name: [] for t in finalists}
+        with self.ui.task(f"search: {len(finalists)} finalists side by side",
+                          RUNOFF_ROUNDS * len(finalists)) as advance:
+            for _ in range(RUNOFF_ROUNDS):
+                for t in finalists:
+                    compile_dir = self.root / t.name / "07-compile"
+                    metrics = json.loads((compile_dir / "metrics.json").read_text())
+                    runs[t.name].append(run_profiler(ctx, compile_dir / metrics["artifact"],
+                                                     metrics["precision"], inputs, loop))
+                    advance(1)
+        inputs.unlink(missing_ok=True)
+        batch = self.base.target.batch
+        return {"rounds": RUNOFF_ROUNDS, "within": RUNOFF, "latency_ms": {
+            name: {k: v for k, v in merge_runs(r, batch)["latency_ms"].items()}
+            for name, r in runs.items()}}
+
     def _why(self, chosen: Trial | None) -> str:
         p = self.percentile
         if chosen is None:
@@ -310,8 +375,17 @@ class Search:
                     f"{self.base.budget.max_drop}): "
                     + "; ".join(best.report["verdict"]["reasons"]))
         lat = self._latency(chosen)
+        if self.runoff and chosen.name in self.runoff["latency_ms"]:
+            lat = self.runoff["latency_ms"][chosen.name][p]
         parts = [f"{chosen.name} is the fastest candidate within budget: {p} {lat:.3f} ms, "
                  f"top-1 drop {chosen.report['verdict']['accuracy_drop']:.2f} points"]
+        if self.runoff:
+            parts.append(
+                f"finalists (within {RUNOFF:.0%}) re-measured side by side in "
+                f"{self.runoff['rounds']} alternating rounds: " + ", ".join(
+                    f"{name} {stats[p]:.3f} ms" for name, stats in
+                    sorted(self.runoff["latency_ms"].items(), key=lambda kv: kv[1][p]))
+                + f" (within {TIE:.0%} counts as a tie, won by accuracy)")
         dense = {t.name.removeprefix("dense-"): t for t in self.trials
                  if t.name.startswith("dense-") and not t.ternary and t.report}
         measured = ", ".join(f"{name} {self._latency(t):.3f} ms" for name, t in dense.items())
@@ -342,7 +416,7 @@ class Search:
     def _save(self, chosen: Trial | None = None) -> None:
         write_json_atomic(self.root / "trials.json", {
             "search": self.config.to_dict(), "budget": self.base.budget.__dict__,
-            "trials": self._rows(chosen)})
+            "trials": self._rows(chosen), "runoff": self.runoff})
 
     def _finish(self, chosen: Trial | None) -> tuple[dict[str, Any], int]:
         from edgeprune.report.build import schema
@@ -361,6 +435,7 @@ class Search:
             "why": self._why(chosen), "seconds": time.perf_counter() - self.started,
             "trials_run": sum(1 for t in self.trials if t.status in ("ran", "failed")),
             "config": self.config.to_dict(), "reported_trial": pick.name,
+            "runoff": self.runoff,
         }
         report["command"] = self.base.command
         import jsonschema

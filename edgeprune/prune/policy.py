@@ -38,6 +38,10 @@ class PruneConfig:
     allocation: str = "auto"  # "sensitivity" | "global" | "uniform" | "auto"
     sensitivity_samples: int = 1000
     options: PruneOptions = field(default_factory=PruneOptions)
+    # groups left unpruned after the allocation, every other group keeping its ratio (the
+    # search's per-layer exception; unlike options.exclude, which drops every group that
+    # touches a module, in- or output side)
+    keep_groups: list[str] = field(default_factory=list)
 
     def validate(self) -> PruneConfig:
         given = [v for v in (self.flops_reduction, self.params_reduction, self.threshold,
@@ -66,14 +70,32 @@ class PruneConfig:
         return "global" if self.criterion in GLOBAL_COMPARABLE else "sensitivity"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if not self.keep_groups:  # absent unless used: earlier runs' cache keys stay valid
+            del d["keep_groups"]
+        return d
 
 
 def choose_ratios(model: nn.Module, example: torch.Tensor, config: PruneConfig,
                   criterion: Criterion, evaluate: Evaluate | None,
                   cached_analysis: dict[str, Any] | None = None,
                   on_eval: Callable[[], None] | None = None) -> dict[str, Any]:
-    """Per-group ratios and how they were chosen (including the sensitivity curves)."""
+    """Per-group ratios and how they were chosen (including the sensitivity curves);
+    ``config.keep_groups`` end at ratio 0."""
+    choice = _allocate(model, example, config, criterion, evaluate, cached_analysis, on_eval)
+    unknown = sorted(set(config.keep_groups) - set(choice["ratios"]))
+    if unknown:
+        raise InputError(f"groups to keep unpruned are not prunable groups: {unknown}",
+                         fix="name groups as the plan does (see plan.json / sensitivity.json)")
+    for name in config.keep_groups:
+        choice["ratios"][name] = 0.0
+    return choice
+
+
+def _allocate(model: nn.Module, example: torch.Tensor, config: PruneConfig,
+              criterion: Criterion, evaluate: Evaluate | None,
+              cached_analysis: dict[str, Any] | None,
+              on_eval: Callable[[], None] | None) -> dict[str, Any]:
     options = config.options
     allocation = config.resolved_allocation()
     if allocation == "uniform":
