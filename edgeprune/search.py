@@ -21,9 +21,8 @@ that can still win:
    its most damaged layer group (from the sensitivity analysis) kept unpruned and every
    other group at the same ratio (the level's sensitivity threshold, so the FLOPs
    reduction is a little smaller) -- the per-layer exception; deeper pruning is then not
-   tried (accuracy only falls with more
-   pruning). A level that is accurate enough but misses the latency goal goes on to the
-   next (more pruning may be fast enough);
+   tried (accuracy only falls with more pruning). A level that is accurate enough but
+   misses the latency goal goes on to the next (more pruning may be fast enough);
 4. with ``--search-ternary``, ternary QAT of the chosen structure (it runs INT8 kernels,
    so it is smaller, not faster, than INT8; tried when the user wants to see it). When it
    misses the accuracy budget, once, the same with the layer whose ternarization alone
