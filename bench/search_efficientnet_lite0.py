@@ -112,6 +112,7 @@ def main() -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO / "bench")}
     started = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+    (work / "search.log").write_text(proc.stderr)
     if proc.returncode not in (0, 3):
         raise SystemExit(f"search failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     report = json.loads(proc.stdout)
@@ -123,6 +124,7 @@ def main() -> None:
         f"{args.train_images} CIFAR-10 train JPEGs (same upscaling)",
         "search_levels": args.levels, "exit_code": proc.returncode, "chosen": s["chosen"],
         "why": s["why"], "trials_run": s["trials_run"], "search_seconds": s["seconds"],
+        "search_compute_seconds": s["compute_seconds"],
         "wall_seconds": time.perf_counter() - started,
         "chosen_agreement_with_fp32": report["final"]["accuracy"],
         "chosen_ran_as": report["final"]["runtime"].get("effective_precision"),

@@ -55,6 +55,7 @@ def trial_table(report: dict[str, Any]) -> list[dict[str, Any]]:
     keys = ("name", "precision", "ran_as", "flops_reduction", "keep_unpruned", "int8_layers",
             "accuracy_control", "accuracy",
             "accuracy_drop", "latency_ms", "within_budget", "chosen", "status", "seconds",
+            "compute_seconds",
             "distance", "error")
     return [{k: t.get(k) for k in keys} for t in report["search"]["trials"]]
 
@@ -78,6 +79,7 @@ def main() -> None:
         "JPEGs in OpenVINO; drop against the unmodified model's PyTorch top-1",
         "exit_code": code, "chosen": s["chosen"], "why": s["why"],
         "trials_run": s["trials_run"], "search_seconds": s["seconds"],
+        "search_compute_seconds": s["compute_seconds"],
         "wall_seconds": seconds, "baseline_top1": report["baseline"]["accuracy"],
         "chosen_top1": report["final"]["accuracy"],
         "chosen_drop": report["verdict"]["accuracy_drop"], "trials": trial_table(report),

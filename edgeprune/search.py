@@ -107,6 +107,7 @@ class Trial:
                 ran_as=r["final"]["runtime"].get("effective_precision"),
                 flops=r["final"]["flops"], params=r["final"]["params"],
                 size_bytes=r["final"]["size_bytes"], within_budget=bool(r["passed"]),
+                compute_seconds=sum(float(s["seconds"]) for s in r["stages"]),
                 out=str(Path(r["stages"][0]["dir"]).parent),
             )
         return out
@@ -341,6 +342,7 @@ class Search:
             save_profile_inputs,
         )
 
+        started = time.perf_counter()
         ctx = RunContext(self._config_for(finalists[0]), self.ui)
         inputs = self.root / "runoff-inputs.npy"
         save_profile_inputs(ctx, inputs)
@@ -357,7 +359,8 @@ class Search:
                     advance(1)
         inputs.unlink(missing_ok=True)
         batch = self.base.target.batch
-        return {"rounds": RUNOFF_ROUNDS, "within": RUNOFF, "latency_ms": {
+        return {"rounds": RUNOFF_ROUNDS, "within": RUNOFF,
+                "seconds": time.perf_counter() - started, "latency_ms": {
             name: {k: v for k, v in merge_runs(r, batch)["latency_ms"].items()}
             for name, r in runs.items()}}
 
@@ -412,6 +415,20 @@ class Search:
             rows.append(row)
         return rows
 
+    def _compute_seconds(self) -> float:
+        """What the search cost: every stage the candidates ran, once (a resumed search
+        and stages shared by the precisions of one structure count their original time),
+        plus the finalists' re-measurement."""
+        seen: dict[tuple[str, str], float] = {}
+        for t in self.trials:
+            for stage in (t.report or {}).get("stages", []):
+                try:
+                    key = json.loads((Path(stage["dir"]) / "metrics.json").read_text())["key"]
+                except (OSError, KeyError, json.JSONDecodeError):
+                    key = stage["dir"]
+                seen[(stage["name"], str(key))] = float(stage["seconds"])
+        return sum(seen.values()) + (self.runoff or {}).get("seconds", 0.0)
+
     def _save(self, chosen: Trial | None = None) -> None:
         write_json_atomic(self.root / "trials.json", {
             "search": self.config.to_dict(), "budget": self.base.budget.__dict__,
@@ -434,7 +451,7 @@ class Search:
             "why": self._why(chosen), "seconds": time.perf_counter() - self.started,
             "trials_run": sum(1 for t in self.trials if t.status in ("ran", "failed")),
             "config": self.config.to_dict(), "reported_trial": pick.name,
-            "runoff": self.runoff,
+            "runoff": self.runoff, "compute_seconds": self._compute_seconds(),
         }
         report["command"] = self.base.command
         import jsonschema

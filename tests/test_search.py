@@ -48,7 +48,12 @@ def test_search_picks_the_fastest_candidate_within_budget(fashion_ckpt: Path,
     # resumable: the same command reuses every candidate's stages
     again = run_cli(*args)
     assert again.code == 0, again.stderr
-    for t in json.loads(again.stdout)["search"]["trials"]:
+    resumed = json.loads(again.stdout)["search"]
+    # a resumed search still reports its full cost: the stages' original times
+    runoffs = [(x["runoff"] or {}).get("seconds", 0.0) for x in (search, resumed)]
+    assert search["compute_seconds"] > resumed["seconds"]
+    assert abs(search["compute_seconds"] - resumed["compute_seconds"]) <= sum(runoffs) + 1e-6
+    for t in resumed["trials"]:
         stages = json.loads((Path(t["out"]) / "report.json").read_text())["stages"]
         assert {s["status"] for s in stages} <= {"cached", "skipped"}, t["name"]
 

@@ -30,6 +30,11 @@ _HINTS = {"fp32": "f32", "int8": "f32", "bf16": "bf16", "fp16": "f16"}
 DEFAULT_PRESET = "performance"
 # Target option: INT8 with NNCF accuracy control, the value being the max drop in points.
 ACCURACY_CONTROL = "int8_accuracy_control"
+# NNCF reverts one layer group per iteration and has no limit of its own; each iteration
+# recompiles and re-validates, so a model that needs most layers in FP32 (then no faster
+# than FP32 anyway) would take tens of minutes. Past this many the candidate is reported
+# as over budget instead.
+ACCURACY_CONTROL_MAX_REVERTED = 12
 # Runtime layer types whose precision decides what the model "really" runs in.
 _COMPUTE_LAYERS = ("Convolution", "Deconvolution", "FullyConnected", "MatMul")
 _INTEGER = ("i8", "u8")
@@ -118,6 +123,7 @@ def _quantize_with_accuracy_control(model: ov.Model, samples: list[np.ndarray], 
     """
     import nncf
     import openvino as ov
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
     reference_model = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     reference = [int(np.argmax(reference_model(x)[0])) for x in samples]
@@ -136,10 +142,12 @@ def _quantize_with_accuracy_control(model: ov.Model, samples: list[np.ndarray], 
         drop_type=nncf.DropType.ABSOLUTE,
         subset_size=len(samples),
         preset=preset,
+        advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
+            max_num_iterations=ACCURACY_CONTROL_MAX_REVERTED),
     )
     compiled = ov.Core().compile_model(quantized, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     return quantized, {
-        "max_drop_points": max_drop,
+        "max_drop_points": max_drop, "max_reverted_groups": ACCURACY_CONTROL_MAX_REVERTED,
         "metric": "top-1 agreement with the float model on the calibration images",
         "validation_samples": len(samples),
         "agreement": 100.0 * agreement(compiled, items),
