@@ -313,6 +313,13 @@ class Search:
         tied = [t for t in ok if self._latency(t) <= fastest * (1 + TIE)]  # type: ignore[operator]
         return max(tied, key=lambda t: t.report["final"]["accuracy"])  # type: ignore[index]
 
+    def _distance(self, trial: Trial) -> tuple[float, float]:
+        """How far a measured candidate is from the budget: accuracy points over it
+        first, then latency (so when only the latency goal is out of reach, the closest
+        is the fastest accurate-enough one)."""
+        over = trial.report["verdict"]["accuracy_drop"] - self.base.budget.max_drop  # type: ignore[index]
+        return max(0.0, over), self._latency(trial) or float("inf")
+
     def _final_choice(self) -> Trial | None:
         """The choice, with the finalists re-measured side by side (see the module doc)."""
         from edgeprune.backends import get_backend
@@ -367,8 +374,7 @@ class Search:
     def _why(self, chosen: Trial | None) -> str:
         p = self.percentile
         if chosen is None:
-            near = sorted((t for t in self.trials if t.report),
-                          key=lambda t: (t.report["verdict"]["accuracy_drop"]))
+            near = sorted((t for t in self.trials if t.report), key=self._distance)
             if not near:
                 return "no candidate could be built and measured"
             best = near[0]
@@ -444,7 +450,7 @@ class Search:
             raise EdgepruneError("the search could not build and measure any candidate: "
                                  + "; ".join(f"{t.name}: {t.error}" for t in self.trials),
                                  fix="run one candidate with --debug (e.g. without --search)")
-        pick = chosen or min(ran, key=lambda t: t.report["verdict"]["accuracy_drop"])
+        pick = chosen or min(ran, key=self._distance)
         report = dict(pick.report)  # type: ignore[arg-type]
         report["search"] = {
             "trials": rows, "chosen": chosen.name if chosen else None,

@@ -71,6 +71,9 @@ def test_search_with_an_impossible_budget_exits_3(fashion_ckpt: Path, fashion_sm
     ran = [t for t in search["trials"] if t["status"] == "ran"]
     assert [t["name"] for t in ran] == ["dense-int8", "prune50-int8"]
     assert all(t["distance"]["latency_ms_over"] > 0 for t in ran)
+    # the report is the closest candidate's: accuracy over budget first, then latency
+    closest = min(ran, key=lambda t: (t["distance"]["accuracy_points_over"], t["latency"]))
+    assert search["reported_trial"] == closest["name"] and closest["name"] in search["why"]
     # the trial budget stopped it: nothing else was started
     assert all(t["status"] == "skipped" and "--max-trials 2" in t["error"]
                for t in search["trials"] if t["status"] != "ran")
