@@ -43,6 +43,7 @@ import copy
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -305,13 +306,20 @@ class Search:
             return None
         return trial.report["final"]["latency_ms"].get(self.percentile)
 
-    def _choose(self) -> Trial | None:
-        ok = [t for t in self.trials if t.report and t.report["passed"] and self._latency(t)]
-        if not ok:
-            return None
-        fastest = min(self._latency(t) for t in ok)  # type: ignore[type-var]
-        tied = [t for t in ok if self._latency(t) <= fastest * (1 + TIE)]  # type: ignore[operator]
+    def _passing(self) -> list[Trial]:
+        return [t for t in self.trials if t.report and t.report["passed"] and self._latency(t)]
+
+    @staticmethod
+    def _fastest(candidates: list[Trial], latency: Callable[[Trial], float]) -> Trial:
+        """The fastest; candidates within TIE of it are equally fast, the most accurate
+        of them wins."""
+        best = min(latency(t) for t in candidates)
+        tied = [t for t in candidates if latency(t) <= best * (1 + TIE)]
         return max(tied, key=lambda t: t.report["final"]["accuracy"])  # type: ignore[index]
+
+    def _choose(self) -> Trial | None:
+        ok = self._passing()
+        return self._fastest(ok, self._latency) if ok else None  # type: ignore[arg-type]
 
     def _distance(self, trial: Trial) -> tuple[float, float]:
         """How far a measured candidate is from the budget: accuracy points over it
@@ -324,7 +332,7 @@ class Search:
         """The choice, with the finalists re-measured side by side (see the module doc)."""
         from edgeprune.backends import get_backend
 
-        ok = [t for t in self.trials if t.report and t.report["passed"] and self._latency(t)]
+        ok = self._passing()
         if not ok:
             return None
         fastest = min(self._latency(t) for t in ok)  # type: ignore[type-var]
@@ -335,9 +343,7 @@ class Search:
         self.runoff = self._side_by_side(finalists)
         latency = {name: stats[self.percentile] for name, stats in
                    self.runoff["latency_ms"].items()}
-        best = min(latency[t.name] for t in finalists)
-        tied = [t for t in finalists if latency[t.name] <= best * (1 + TIE)]
-        return max(tied, key=lambda t: t.report["final"]["accuracy"])  # type: ignore[index]
+        return self._fastest(finalists, lambda t: latency[t.name])
 
     def _side_by_side(self, finalists: list[Trial]) -> dict[str, Any]:
         """Profile the finalists' compiled artifacts in alternating rounds of one run."""
@@ -368,8 +374,7 @@ class Search:
         batch = self.base.target.batch
         return {"rounds": RUNOFF_ROUNDS, "within": RUNOFF,
                 "seconds": time.perf_counter() - started, "latency_ms": {
-            name: {k: v for k, v in merge_runs(r, batch)["latency_ms"].items()}
-            for name, r in runs.items()}}
+            name: merge_runs(r, batch)["latency_ms"] for name, r in runs.items()}}
 
     def _why(self, chosen: Trial | None) -> str:
         p = self.percentile
