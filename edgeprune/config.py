@@ -211,8 +211,34 @@ def load_job_file(path: Path) -> dict[str, Any]:
         )
     try:
         with path.open("rb") as fh:
-            return tomllib.load(fh)
+            job = tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise InputError(
             f"job file {path} is not valid TOML: {exc}", fix="fix the TOML syntax"
         ) from exc
+    except OSError as exc:
+        raise InputError(f"cannot read job file {path}: {exc.strerror or exc}",
+                         fix="check the path and its permissions") from exc
+    refuse_named_code(job, f"job file {path}")
+    return job
+
+
+CODE_KEYS = ("arch", "data", "eval_data", "train_data", "prune", "metric")
+
+
+def refuse_named_code(values: dict[str, Any], where: str) -> None:
+    """A file may name edgeprune's built-ins (``arch = "resnet20"``, ``prune = "dscore"``)
+    but never ``module:callable`` code: only the command line or the Python API choose
+    code to run."""
+    from edgeprune.zoo import builtin_builder
+
+    for key in CODE_KEYS:
+        value = values.get(key)
+        if key == "arch" and isinstance(value, str) and builtin_builder(value) is not None:
+            continue
+        if isinstance(value, str) and ":" in value and not Path(value).exists():
+            raise InputError(
+                f"{where} names code to run ({key} = {value!r}); a file never chooses which "
+                "code runs",
+                fix=f"pass --{key.replace('_', '-')} {value} on the command line instead",
+            )

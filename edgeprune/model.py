@@ -23,6 +23,7 @@ from torch import nn
 
 from edgeprune.data.sources import import_callable
 from edgeprune.errors import InputError
+from edgeprune.zoo import builtin_builder
 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "module", "weights")
 PREFIXES = ("module.", "_orig_mod.", "model.")
@@ -30,19 +31,50 @@ PREFIXES = ("module.", "_orig_mod.", "model.")
 
 @dataclass
 class ArchSpec:
-    """How to build the architecture: ``module:callable`` plus keyword arguments."""
+    """How to build the architecture: a built-in name or ``module:callable``, plus keyword
+    arguments.
+
+    ``user_named`` is True only when the user named the architecture (command line, Python
+    API). A name read from a file (a checkpoint's hint, an artifact's recipe) may only
+    select one of edgeprune's built-in builders by exact lookup: a file never chooses
+    which code runs.
+    """
 
     target: str
     kwargs: dict[str, Any] = field(default_factory=dict)
+    user_named: bool = False
 
     def build(self) -> nn.Module:
-        factory = import_callable(self.target, what="arch")
+        factory = builtin_builder(self.target)
+        if factory is None:
+            if not self.user_named:
+                raise InputError(
+                    f"architecture {self.target!r} named by a file is not one of edgeprune's "
+                    "built-in architectures, and a file never chooses which code runs",
+                    fix=f"pass --arch {self.target} yourself (and its --arch-kwargs) if you "
+                    "trust that code",
+                )
+            factory = import_callable(self.target, what="arch")
         try:
             model = factory(**self.kwargs)
+        except InputError:
+            raise
         except TypeError as exc:
             raise InputError(
                 f"--arch {self.target} rejected its arguments {self.kwargs}: {exc}",
                 fix="check --arch-kwargs against the callable's signature",
+            ) from exc
+        except SystemExit as exc:
+            raise InputError(
+                f"--arch {self.target} called sys.exit({exc.code}) while building the model",
+                fix="point --arch at a function or class that returns the model",
+            ) from exc
+        except Exception as exc:
+            raise InputError(
+                f"--arch {self.target} failed while building the model: "
+                f"{type(exc).__name__}: {exc}",
+                fix="run it in Python to debug it (python -c 'from MODULE import NAME; "
+                "NAME()'), and check --arch-kwargs",
             ) from exc
         if not isinstance(model, nn.Module):
             raise InputError(
@@ -50,6 +82,25 @@ class ArchSpec:
                 fix="point --arch at a function or class that builds the model",
             )
         return model
+
+
+def hinted_arch(obj: Mapping[str, Any], path: Path) -> ArchSpec:
+    """The architecture a file names (``arch`` + ``arch_kwargs``), accepted only when it is
+    one of edgeprune's built-ins and its keyword arguments are plain values."""
+    target = str(obj["arch"])
+    kwargs = obj.get("arch_kwargs") or {}
+    plain = (int, float, bool, str, type(None))
+    if not isinstance(kwargs, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, plain) for k, v in kwargs.items()):
+        raise InputError(f"{path} has arch_kwargs that are not a table of plain values",
+                         fix="pass --arch and --arch-kwargs on the command line")
+    if builtin_builder(target) is None:
+        raise InputError(
+            f"{path} names architecture {target!r}, which is not one of edgeprune's built-in "
+            "architectures; a file never chooses which code runs",
+            fix=f"pass --arch {target} (and its --arch-kwargs) yourself if you trust that code",
+        )
+    return ArchSpec(target, dict(kwargs), user_named=False)
 
 
 def parse_arch(value: str | None, kwargs_json: str | None) -> ArchSpec | None:
@@ -68,7 +119,7 @@ def parse_arch(value: str | None, kwargs_json: str | None) -> ArchSpec | None:
         if not isinstance(kwargs, dict):
             raise InputError("--arch-kwargs must be a JSON object", fix='e.g. {"num_classes": 10}')
     target = value if ":" in value else f"edgeprune.zoo:{value}"
-    return ArchSpec(target, kwargs)
+    return ArchSpec(target, kwargs, user_named=True)
 
 
 def file_sha256(path: Path) -> str:
@@ -187,12 +238,13 @@ ARTIFACT_FORMAT = "edgeprune-model/1"
 RECIPE_KEYS = ("pruned", "conversions", "input_shape", "ternary")
 
 
-def rebuild_from_artifact(payload: Mapping[str, Any], arch: ArchSpec | None = None) -> nn.Module:
+def rebuild_from_artifact(payload: Mapping[str, Any], arch: ArchSpec | None = None,
+                          path: Path | None = None) -> nn.Module:
     """An edgeprune model artifact → module: the original architecture, its recorded
     conversions, layers resized to the saved (pruned) shapes, then the weights."""
     from edgeprune.prune.structural import OPTION_A, make_shortcuts_explicit, resize_to_state
 
-    arch = arch or ArchSpec(payload["arch"], dict(payload.get("arch_kwargs") or {}))
+    arch = arch or hinted_arch(payload, path or Path("model artifact"))
     model = arch.build()
     state = payload["state_dict"]
     if OPTION_A in payload.get("conversions", []):
@@ -212,24 +264,18 @@ def rebuild_from_artifact(payload: Mapping[str, Any], arch: ArchSpec | None = No
 
 
 def load_model(path: Path, arch: ArchSpec | None, trust_pickle: bool) -> LoadedModel:
-    """Build the architecture and load the checkpoint into it (or use a trusted module)."""
+    """Build the architecture and load the checkpoint into it (or use a trusted module).
+
+    A file may name its architecture, but only one of edgeprune's built-ins (exact lookup);
+    anything else needs ``--arch`` from the user."""
     obj = read_checkpoint(path, trust_pickle)
     if isinstance(obj, Mapping) and obj.get("format") == ARTIFACT_FORMAT and "arch" in obj:
-        # an edgeprune artifact (e.g. `edgeprune prune` output): rebuilt from its recipe.
-        # The architecture named in the file is imported only if it is edgeprune's own;
-        # otherwise --arch must name it (a file must never choose code to run).
-        if arch is None and not str(obj["arch"]).startswith("edgeprune."):
-            raise InputError(
-                f"{path} is an edgeprune artifact of architecture {obj['arch']}",
-                fix=f"pass --arch {obj['arch']} (and its --arch-kwargs) to confirm it",
-            )
-        arch = arch or ArchSpec(obj["arch"], dict(obj.get("arch_kwargs") or {}))
+        # an edgeprune artifact (e.g. `edgeprune prune` output): rebuilt from its recipe
+        arch = arch or hinted_arch(obj, path)
         recipe = {k: obj[k] for k in RECIPE_KEYS if k in obj}
-        return LoadedModel(rebuild_from_artifact(obj, arch), arch, file_sha256(path), recipe)
+        return LoadedModel(rebuild_from_artifact(obj, arch, path), arch, file_sha256(path), recipe)
     if arch is None and isinstance(obj, Mapping) and isinstance(obj.get("arch"), str):
-        hint = str(obj["arch"])
-        if hint.startswith("edgeprune."):  # only our own shipped architectures
-            arch = ArchSpec(hint, dict(obj.get("arch_kwargs") or {}))
+        arch = hinted_arch(obj, path)
     if arch is None:
         module = obj if isinstance(obj, nn.Module) else None
         if module is None and isinstance(obj, Mapping):

@@ -145,7 +145,8 @@ class RunContext:
     def load_model(self, path: Path | None = None) -> torch.nn.Module:
         from edgeprune.stages.load import read_model_artifact
 
-        return read_model_artifact(path or self.latest_model_path(), self.config.trust_pickle)
+        return read_model_artifact(path or self.latest_model_path(), self.config.trust_pickle,
+                                   self.config.arch)
 
 
 def stage_key(stage: Stage, ctx: RunContext, upstream: str) -> str:

@@ -32,9 +32,13 @@ def run_request(request: dict[str, Any], arrays: tuple[np.ndarray, np.ndarray] |
         pre["input_size"] = tuple(pre["input_size"]) if pre.get("input_size") else None
         splits = resolve_splits(DataOptions(**request["data"]))
         arrays = materialize(splits.train, Preprocess(**pre))
+    from edgeprune.model import ArchSpec
+
+    # the user's --arch (the request is written by the stage, never by a user)
+    arch = ArchSpec(**request["arch"]) if request.get("arch") else None
     source = Path(request["model"])
-    model = read_model_artifact(source, request["trust_pickle"])
-    teacher = (read_model_artifact(Path(request["teacher"]), request["trust_pickle"])
+    model = read_model_artifact(source, request["trust_pickle"], arch)
+    teacher = (read_model_artifact(Path(request["teacher"]), request["trust_pickle"], arch)
                if request.get("teacher") else None)
     hooks = None
     if request.get("quantize"):  # ternary QAT: the rebuilt model is already prepared

@@ -27,6 +27,7 @@ __all__ = [
     "MobileNetV2Cifar",
     "Transition",
     "VGGCifar",
+    "builtin_builder",
     "cifar_resnet",
     "densenet_tiny",
     "fashion_cnn",
@@ -387,3 +388,12 @@ ZOO: dict[str, Callable[..., nn.Module]] = {
     "vgg16_cifar": vgg16_cifar,
     "densenet_tiny": densenet_tiny,
 }
+
+
+def builtin_builder(name: str) -> Callable[..., nn.Module] | None:
+    """The built-in builder a name denotes (``resnet20`` or ``edgeprune.zoo:resnet20``), by
+    exact lookup in ``ZOO`` -- never by importing or walking attributes, so a name read
+    from a file can only ever select one of these functions."""
+    if name.startswith("edgeprune.zoo:"):
+        name = name[len("edgeprune.zoo:"):]
+    return ZOO.get(name)

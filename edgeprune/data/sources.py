@@ -200,7 +200,7 @@ def callable_source(spec: str, split: str) -> CallableSource:
         dataset = func(split=split) if "split" in params else func()
     except InputError:
         raise
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         raise InputError(
             f"dataset callable {spec} failed: {type(exc).__name__}: {exc}",
             fix="run it in Python to debug; it must return a dataset of (image, label)",
@@ -222,6 +222,12 @@ def import_callable(spec: str, what: str) -> Any:
         raise InputError(
             f"cannot import module {module_name!r} for {what} {spec!r}: {exc}",
             fix="install the package that defines it, or add its folder to PYTHONPATH",
+        ) from exc
+    except (Exception, SystemExit) as exc:  # a syntax error, or the module raised/exited
+        raise InputError(
+            f"importing module {module_name!r} for {what} {spec!r} failed: "
+            f"{type(exc).__name__}: {exc}",
+            fix=f"run python -c 'import {module_name}' to see the error, and fix the module",
         ) from exc
     target: Any = module
     for part in attr.split("."):

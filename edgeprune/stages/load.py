@@ -61,8 +61,9 @@ def save_derived_artifact(model: nn.Module, source: Path, dest: Path, **extra: A
     tmp.replace(dest)
 
 
-def read_model_artifact(path: Path, trust_pickle: bool) -> nn.Module:
-    """Rebuild a model artifact; a pickled module (from a --trust-pickle run) needs trust."""
+def read_model_artifact(path: Path, trust_pickle: bool, arch: ArchSpec | None = None) -> nn.Module:
+    """Rebuild a model artifact; a pickled module (from a --trust-pickle run) needs trust.
+    ``arch`` is the user's --arch; without it the recipe may only name a built-in."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -74,7 +75,7 @@ def read_model_artifact(path: Path, trust_pickle: bool) -> nn.Module:
         payload = torch.load(path, map_location="cpu", weights_only=False)
     if "module" in payload:
         return payload["module"].eval()
-    return rebuild_from_artifact(payload)
+    return rebuild_from_artifact(payload, arch, path)
 
 
 def data_signature(spec: str | None) -> str:

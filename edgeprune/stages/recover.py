@@ -92,8 +92,10 @@ def run_training(ctx: RunContext, request: dict[str, Any], nproc: int,
                  label: str) -> dict[str, Any]:
     """One training job (the shared loop) on the run's training split: in this process
     with a progress bar, or in ``nproc`` DDP processes under torchrun."""
+    arch = ctx.config.arch
     request = {**request, "data": asdict(ctx.config.data),
-               "preprocess": ctx.config.preprocess.to_dict()}
+               "preprocess": ctx.config.preprocess.to_dict(),
+               "arch": asdict(arch) if arch is not None else None}
     if nproc > 1:
         return _torchrun(request, nproc)
     from edgeprune.train_worker import run_request
