@@ -202,6 +202,8 @@ StdOpt = Annotated[str | None, typer.Option(help="Per-channel std, e.g. 0.229,0.
 CalibSizeOpt = Annotated[int | None, typer.Option(help="Calibration images. Default 300.")]
 EvalLimitOpt = Annotated[int | None, typer.Option(help="Evaluate on a seeded random subset "
                                                    "of this many images.")]
+TrainLimitOpt = Annotated[int | None, typer.Option(help="Train (recovery, QAT) on a seeded "
+                                                    "random subset of this many images.")]
 TargetOpt = Annotated[str | None, typer.Option(help="Target profile name (see `edgeprune "
                                                "targets`) or a TOML path. Default "
                                                "openvino-cpu.")]
@@ -240,9 +242,29 @@ KeepResidualOpt = Annotated[bool, typer.Option(
         "choice); by default coupled residual channels are pruned together.")]
 SensitivitySamplesOpt = Annotated[int | None, typer.Option(
         help="Training images for the sensitivity analysis. Default 1000.")]
+CompensateOpt = Annotated[str | None, typer.Option(
+        help="Right after pruning, without training: refit (default: the mean of each "
+        "removed channel folded into the layers that read it, then their kept weights "
+        "refit by least squares to the unpruned outputs), mean (the mean fold, then "
+        "BatchNorm statistics re-estimated), bn (BatchNorm re-estimation only) or none.")]
+CompensateSamplesOpt = Annotated[int | None, typer.Option(
+        help="Training images for the compensation. Default 1000.")]
 RecoverOpt = Annotated[str | None, typer.Option(
-        help="After pruning: fine-tune with labels (default), distill (label-free, from the "
-        "original model), or none.")]
+        help="After pruning: kd (default: labels and distillation from the input model "
+        "together), labels, distill (label-free), or none. Ternary QAT uses the same loss "
+        "(teacher: the model before quantization).")]
+KdWeightOpt = Annotated[float | None, typer.Option(
+        help="kd: weight of the distillation term, 0..1 (the rest is cross-entropy on the "
+        "labels). Default 0.5.")]
+KdTemperatureOpt = Annotated[float | None, typer.Option(
+        help="Distillation temperature. Default 4.")]
+TeacherOpt = Annotated[Path | None, typer.Option(
+        help="Distill from this model instead of the input model (same classes); its "
+        "architecture: --teacher-arch / --teacher-arch-kwargs.")]
+TeacherArchOpt = Annotated[str | None, typer.Option(
+        help="Architecture of --teacher (module:callable or a built-in name).")]
+TeacherArchKwargsOpt = Annotated[str | None, typer.Option(
+        help="JSON keyword arguments for --teacher-arch.")]
 RecoverEpochsOpt = Annotated[float | None, typer.Option(
         help="Recovery epochs on the training split. Default 3.")]
 RecoverLrOpt = Annotated[float | None, typer.Option(
@@ -339,6 +361,7 @@ def compile(
     std: StdOpt = None,
     calib_size: CalibSizeOpt = None,
     eval_limit: EvalLimitOpt = None,
+    train_limit: TrainLimitOpt = None,
     target: TargetOpt = None,
     precision: PrecisionOpt = None,
     threads: ThreadsOpt = None,
@@ -357,7 +380,14 @@ def compile(
     exclude: ExcludeOpt = None,
     keep_residual: KeepResidualOpt = False,
     sensitivity_samples: SensitivitySamplesOpt = None,
+    compensate: CompensateOpt = None,
+    compensate_samples: CompensateSamplesOpt = None,
     recover: RecoverOpt = None,
+    kd_weight: KdWeightOpt = None,
+    kd_temperature: KdTemperatureOpt = None,
+    teacher: TeacherOpt = None,
+    teacher_arch: TeacherArchOpt = None,
+    teacher_arch_kwargs: TeacherArchKwargsOpt = None,
     recover_epochs: RecoverEpochsOpt = None,
     recover_lr: RecoverLrOpt = None,
     recover_batch: RecoverBatchOpt = None,
@@ -521,6 +551,7 @@ def config_from_options(o: dict[str, Any], argv: list[str]):
         train_data=_pick(o["train_data"], job, "train_data"),
         calib_size=int(_pick(o["calib_size"], job, "calib_size", 300)),
         eval_limit=_pick(o["eval_limit"], job, "eval_limit"),
+        train_limit=_pick(o.get("train_limit"), job, "train_limit"),
         seed=int(_pick(o["seed"], job, "seed", 0)),
     )
     if not (data.data or data.eval_data):
@@ -537,6 +568,7 @@ def config_from_options(o: dict[str, Any], argv: list[str]):
     prune_config, recover_config = _prune_options(o, job)
     return PipelineConfig(
         prune=prune_config, recover=recover_config, quantize=_quant_options(o, job),
+        teacher=_teacher_options(o, job),
         model_path=model,
         arch=parse_arch(_pick(o["arch"], job, "arch"), _pick(o["arch_kwargs"], job,
                                                               "arch_kwargs")),
@@ -590,16 +622,62 @@ def _device_options(o: dict[str, Any], job: dict[str, Any], target: Any) -> None
                          "targets)")
 
 
+def _teacher_options(o: dict[str, Any], job: dict[str, Any]):
+    """TeacherSpec for --teacher, else None (distill from the input model)."""
+    from edgeprune.model import TeacherSpec, parse_arch
+
+    path = _pick(o.get("teacher"), job, "teacher")
+    if path is None:
+        for key in ("teacher_arch", "teacher_arch_kwargs"):
+            if _pick(o.get(key), job, key) is not None:
+                raise InputError(f"--{key.replace('_', '-')} only applies to --teacher",
+                                 fix="add --teacher MODEL, or drop the option")
+        return None
+    path = Path(str(path))
+    if not path.is_file():
+        raise InputError(f"--teacher {path} is not a file", fix="pass the teacher checkpoint")
+    arch = parse_arch(_pick(o.get("teacher_arch"), job, "teacher_arch"),
+                      _pick(o.get("teacher_arch_kwargs"), job, "teacher_arch_kwargs"))
+    return TeacherSpec(path, arch)
+
+
+def _train_config(o: dict[str, Any], job: dict[str, Any], prefix: str):
+    """The TrainConfig of recovery (prefix "recover") or ternary QAT ("quant")."""
+    from edgeprune.train import TrainConfig
+
+    defaults = TrainConfig()
+    return TrainConfig(
+        epochs=float(_pick(o.get(f"{prefix}_epochs"), job, f"{prefix}_epochs",
+                           defaults.epochs)),
+        lr=float(_pick(o.get(f"{prefix}_lr"), job, f"{prefix}_lr", defaults.lr)),
+        batch_size=int(_pick(o.get("recover_batch"), job, "recover_batch",
+                             defaults.batch_size)),
+        max_steps=_pick(o.get(f"{prefix}_steps"), job, f"{prefix}_steps"),
+        kd_weight=float(_pick(o.get("kd_weight"), job, "kd_weight", defaults.kd_weight)),
+        temperature=float(_pick(o.get("kd_temperature"), job, "kd_temperature",
+                                defaults.temperature)),
+        seed=int(_pick(o.get("seed"), job, "seed", 0)),
+    )
+
+
 def _prune_options(o: dict[str, Any], job: dict[str, Any]):
     """PruneConfig and RecoverConfig from the options, or (None, None) without --prune."""
+    from edgeprune.prune.compensate import CompensationConfig
     from edgeprune.prune.policy import PruneConfig
     from edgeprune.prune.structural import PruneOptions
     from edgeprune.stages.recover import RecoverConfig
-    from edgeprune.train import TrainConfig
 
     criterion = _pick(o.get("prune"), job, "prune")
     if criterion in (None, "none"):
+        for key in ("compensate", "compensate_samples"):
+            if _pick(o.get(key), job, key) is not None:
+                raise InputError(f"--{key.replace('_', '-')} only applies to --prune",
+                                 fix="add --prune dscore --flops-reduction 0.5, or drop it")
         return None, None
+    compensation = CompensationConfig(
+        method=str(_pick(o.get("compensate"), job, "compensate", CompensationConfig.method)),
+        samples=int(_pick(o.get("compensate_samples"), job, "compensate_samples",
+                          CompensationConfig.samples)))
     options = PruneOptions(
         min_channels=int(_pick(o.get("min_channels"), job, "min_channels", 4)),
         round_to=int(_pick(o.get("round_to"), job, "round_to", 1)),
@@ -614,18 +692,12 @@ def _prune_options(o: dict[str, Any], job: dict[str, Any]):
         ratio=_pick(o.get("prune_ratio"), job, "prune_ratio"),
         sensitivity_samples=int(_pick(o.get("sensitivity_samples"), job,
                                       "sensitivity_samples", 1000)),
-        options=options,
+        options=options, compensation=compensation,
     ).validate()
-    mode = _pick(o.get("recover"), job, "recover", "labels")
+    mode = _pick(o.get("recover"), job, "recover", RecoverConfig.mode)
     if mode == "none":
         return prune, None
-    train = TrainConfig(
-        epochs=float(_pick(o.get("recover_epochs"), job, "recover_epochs", 3.0)),
-        lr=float(_pick(o.get("recover_lr"), job, "recover_lr", 0.01)),
-        batch_size=int(_pick(o.get("recover_batch"), job, "recover_batch", 128)),
-        max_steps=_pick(o.get("recover_steps"), job, "recover_steps"),
-        seed=int(_pick(o.get("seed"), job, "seed", 0)),
-    )
+    train = _train_config(o, job, "recover")
     recover = RecoverConfig(mode=mode, train=train,
                             nproc=int(_pick(o.get("nproc"), job, "nproc", 1))).validate()
     return prune, recover
@@ -653,7 +725,6 @@ def _quant_options(o: dict[str, Any], job: dict[str, Any]):
     """QuantizeConfig for --quant ternary, else None (fp32/int8 need no training stage)."""
     from edgeprune.quant.ternary import TernaryConfig
     from edgeprune.stages.quantize import QuantizeConfig
-    from edgeprune.train import TrainConfig
 
     if _pick(o.get("quant"), job, "quant") != "ternary":
         for key in ("quant_method", "quant_epochs", "quant_lr", "quant_steps",
@@ -673,15 +744,9 @@ def _quant_options(o: dict[str, Any], job: dict[str, Any]):
         method=method, prune_target=sparsity,
         keep_first_last_8bit=not bool(o.get("ternary_first_last")
                                       or job.get("ternary_first_last")))
-    mode = _pick(o.get("recover"), job, "recover", "labels")
-    train = TrainConfig(
-        epochs=float(_pick(o.get("quant_epochs"), job, "quant_epochs", 3.0)),
-        lr=float(_pick(o.get("quant_lr"), job, "quant_lr", 0.01)),
-        batch_size=int(_pick(o.get("recover_batch"), job, "recover_batch", 128)),
-        max_steps=_pick(o.get("quant_steps"), job, "quant_steps"),
-        seed=int(_pick(o.get("seed"), job, "seed", 0)),
-    )
-    return QuantizeConfig(ternary=ternary, mode="labels" if mode == "none" else mode,
+    mode = _pick(o.get("recover"), job, "recover", QuantizeConfig.mode)
+    train = _train_config(o, job, "quant")
+    return QuantizeConfig(ternary=ternary, mode=QuantizeConfig.mode if mode == "none" else mode,
                           train=train,
                           nproc=int(_pick(o.get("nproc"), job, "nproc", 1))).validate()
 
@@ -715,7 +780,14 @@ def prune(
     exclude: ExcludeOpt = None,
     keep_residual: KeepResidualOpt = False,
     sensitivity_samples: SensitivitySamplesOpt = None,
+    compensate: CompensateOpt = None,
+    compensate_samples: CompensateSamplesOpt = None,
     recover: RecoverOpt = None,
+    kd_weight: KdWeightOpt = None,
+    kd_temperature: KdTemperatureOpt = None,
+    teacher: TeacherOpt = None,
+    teacher_arch: TeacherArchOpt = None,
+    teacher_arch_kwargs: TeacherArchKwargsOpt = None,
     recover_epochs: RecoverEpochsOpt = None,
     recover_lr: RecoverLrOpt = None,
     recover_batch: RecoverBatchOpt = None,
@@ -733,6 +805,7 @@ def prune(
     mean: MeanOpt = None,
     std: StdOpt = None,
     eval_limit: EvalLimitOpt = None,
+    train_limit: TrainLimitOpt = None,
     calib_size: CalibSizeOpt = None,
     out: OutOpt = None,
     job: JobOpt = None,

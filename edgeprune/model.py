@@ -84,6 +84,14 @@ class ArchSpec:
         return model
 
 
+@dataclass
+class TeacherSpec:
+    """``--teacher``: a separate model to distill from (default: the input model)."""
+
+    path: Path
+    arch: ArchSpec | None = None
+
+
 def hinted_arch(obj: Mapping[str, Any], path: Path) -> ArchSpec:
     """The architecture a file names (``arch`` + ``arch_kwargs``), accepted only when it is
     one of edgeprune's built-ins and its keyword arguments are plain values."""

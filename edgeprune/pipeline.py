@@ -33,6 +33,7 @@ from edgeprune.ui import UI
 
 METRICS = "metrics.json"
 MODEL_ARTIFACT = "model.pt"
+TEACHER_ARTIFACT = "teacher.pt"  # --teacher, saved by the load stage
 
 
 @dataclass
@@ -55,6 +56,7 @@ class PipelineConfig:
     prune: Any = None  # PruneConfig when pruning was asked for
     recover: Any = None  # RecoverConfig (fine-tuning after pruning)
     quantize: Any = None  # QuantizeConfig when --quant ternary
+    teacher: Any = None  # TeacherSpec when --teacher names a distillation teacher
     fresh: bool = False
     command: list[str] = field(default_factory=list)
 

@@ -49,7 +49,13 @@ from pathlib import Path
 from typing import Any
 
 from edgeprune.backends.openvino import ACCURACY_CONTROL
-from edgeprune.errors import EXIT_BUDGET_MISSED, EXIT_OK, EdgepruneError
+from edgeprune.errors import (
+    EXIT_BUDGET_MISSED,
+    EXIT_INPUT,
+    EXIT_NEEDS_DEVICE,
+    EXIT_OK,
+    EdgepruneError,
+)
 from edgeprune.pipeline import PipelineConfig, write_json_atomic
 from edgeprune.ui import UI
 
@@ -187,7 +193,9 @@ class Search:
             trial.report, _ = run_compile(config, self.ui)
             trial.status = "ran"
         except EdgepruneError as exc:
-            if exc.exit_code == 4:  # a device target without its device: nothing to measure
+            # a device target without its device (nothing to measure), or bad input (it is
+            # bad for every candidate): the search stops
+            if exc.exit_code in (EXIT_INPUT, EXIT_NEEDS_DEVICE):
                 raise
             trial.status, trial.error = "failed", exc.problem
         trial.seconds = time.perf_counter() - started

@@ -38,8 +38,10 @@ def run_request(request: dict[str, Any], arrays: tuple[np.ndarray, np.ndarray] |
     arch = ArchSpec(**request["arch"]) if request.get("arch") else None
     source = Path(request["model"])
     model = read_model_artifact(source, request["trust_pickle"], arch)
-    teacher = (read_model_artifact(Path(request["teacher"]), request["trust_pickle"], arch)
-               if request.get("teacher") else None)
+    teacher_arch = (ArchSpec(**request["teacher_arch"]) if request.get("teacher_arch")
+                    else arch)
+    teacher = (read_model_artifact(Path(request["teacher"]), request["trust_pickle"],
+                                   teacher_arch) if request.get("teacher") else None)
     hooks = None
     if request.get("quantize"):  # ternary QAT: the rebuilt model is already prepared
         from edgeprune.quant.ternary import TernaryConfig, prepare_ternary

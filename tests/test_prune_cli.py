@@ -53,7 +53,12 @@ def test_compile_with_pruning_reports_channels_and_attribution(
     assert all(after % 4 == 0 for name, (_, after) in report["pruning"]["channels"].items()
                if name != "classifier")
     stages = [row["stage"] for row in report["accuracy_by_stage"]]
-    assert stages == ["baseline", "prune", "recover", "compile"]
+    assert stages == ["baseline", "prune", "compensate (refit)", "recover", "compile"]
+    pruning = report["pruning"]
+    assert pruning["compensation"]["method"] == "refit"
+    # the compensation is measured on its own: top-1 right after the surgery, then after it
+    assert pruning["accuracy_compensated"] == report["accuracy_by_stage"][2]["accuracy"]
+    assert pruning["accuracy_surgery"] == report["accuracy_by_stage"][1]["accuracy"]
     # another target re-measures the baseline but reuses the pruned + recovered model
     other = run_cli("compile", fashion_ckpt, "--data", fashion_dir, *FASHION_ARGS, *SMALL,
                     "--prune", "l1", "--prune-ratio", "0.3", "--round-to", "4",

@@ -16,7 +16,7 @@ from onnx import numpy_helper
 from tests.conftest import FASHION_ARGS, run_cli
 
 SMALL = ["--eval-limit", "300", "--calib-size", "100", "--iterations", "100",
-         "--quant-steps", "12", "--max-drop", "100"]
+         "--quant-steps", "12", "--max-drop", "100", "--recover-batch", "32"]
 
 
 def test_compile_ternary_on_openvino(fashion_ckpt: Path, fashion_small: Path,

@@ -39,6 +39,7 @@ from tests.conftest import FASHION_ARGS, REPO, run_cli
 COMPILE_ARGS = [
     "--arch", "fashion_cnn", *FASHION_ARGS, "--eval-limit", "300", "--calib-size", "100",
     "--iterations", "100", "--prune", "l1", "--prune-ratio", "0.3", "--recover-steps", "5",
+    "--recover-batch", "32",
     "--sensitivity-samples", "100", "--quant", "ternary", "--quant-steps", "5",
     "--max-drop", "100", "--target", "openvino-cpu",
 ]

@@ -10,7 +10,7 @@ from pathlib import Path
 from tests.conftest import FASHION_ARGS, run_cli
 
 SMALL = ["--eval-limit", "300", "--calib-size", "100", "--iterations", "100",
-         "--sensitivity-samples", "100", "--recover-steps", "10"]
+         "--sensitivity-samples", "100", "--recover-steps", "10", "--recover-batch", "32"]
 
 
 def test_search_picks_the_fastest_candidate_within_budget(fashion_ckpt: Path,
@@ -97,7 +97,7 @@ def test_ternary_that_misses_the_budget_retries_with_its_worst_layer_at_int8(
                      "--eval-limit", "300", "--calib-size", "100", "--iterations", "50",
                      "--search", "--search-levels", "none", "--search-precisions", "int8",
                      "--search-ternary", "--quant-steps", "2", "--max-drop", "2",
-                     "--out", out, "--json")
+                     "--recover-batch", "32", "--out", out, "--json")
     assert result.code == 0, result.stderr
     search = json.loads(result.stdout)["search"]
     rows = {t["name"]: t for t in search["trials"]}

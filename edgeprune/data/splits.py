@@ -39,6 +39,7 @@ class DataOptions:
     train_data: str | None = None
     calib_size: int = 300
     eval_limit: int | None = None
+    train_limit: int | None = None  # train on a seeded subset of the training split
     seed: int = 0
 
 
@@ -158,6 +159,17 @@ def resolve_splits(options: DataOptions) -> Splits:
         )
         train = Subset(train_src, np.arange(len(train_src)), "train",
                        "all images of the training split")
+        limit = options.train_limit
+        if limit is not None:
+            if limit < 1:
+                raise InputError(f"--train-limit {limit} must be at least 1",
+                                 fix="pass e.g. --train-limit 5000")
+            if limit < len(train_src):
+                train_rng = np.random.default_rng(options.seed + 2)
+                train = Subset(train_src, np.sort(train_rng.choice(len(train_src), limit,
+                                                                   replace=False)), "train",
+                               f"uniform subset of {limit} of the training split, seed "
+                               f"{options.seed + 2}")
     how = "all images of the evaluation split"
     if options.eval_limit is not None and options.eval_limit < len(eval_pool):
         if options.eval_limit < 1:

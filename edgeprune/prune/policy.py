@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from edgeprune.errors import InputError
+from edgeprune.prune.compensate import CompensationConfig
 from edgeprune.prune.importance import GLOBAL_COMPARABLE, Criterion
 from edgeprune.prune.sensitivity import (
     Evaluate,
@@ -42,8 +43,11 @@ class PruneConfig:
     # search's per-layer exception; unlike options.exclude, which drops every group that
     # touches a module, in- or output side)
     keep_groups: list[str] = field(default_factory=list)
+    # retraining-free compensation right after the surgery (prune/compensate.py)
+    compensation: CompensationConfig = field(default_factory=CompensationConfig)
 
     def validate(self) -> PruneConfig:
+        self.compensation.validate()
         given = [v for v in (self.flops_reduction, self.params_reduction, self.threshold,
                              self.ratio) if v is not None]
         if len(given) != 1:

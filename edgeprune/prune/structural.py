@@ -186,12 +186,18 @@ def plan_from_ratios(groups: list[PruneGroup], ratios: dict[str, float], criteri
     return plan
 
 
-def apply_plan(graph: tp.DependencyGraph, groups: list[PruneGroup], plan: PrunePlan) -> None:
-    """Remove the planned channels (groups are disjoint, so indices stay valid)."""
+def apply_plan(graph: tp.DependencyGraph, groups: list[PruneGroup], plan: PrunePlan,
+               tracer: Any = None) -> None:
+    """Remove the planned channels (groups are disjoint, so indices stay valid).
+    ``tracer.before_prune(group)`` sees every coupled group before it is cut (the
+    compensation records what each layer loses)."""
     for g in groups:
         idxs = plan.groups.get(g.name, {}).get("pruned", [])
         if idxs:
-            graph.get_pruning_group(g.root, _prune_fn(g.root), idxs).prune()
+            group = graph.get_pruning_group(g.root, _prune_fn(g.root), idxs)
+            if tracer is not None:
+                tracer.before_prune(group)
+            group.prune()
 
 
 def prune_copy(model: nn.Module, example: torch.Tensor, ratios: dict[str, float],
@@ -236,5 +242,5 @@ def resize_to_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
         requires_grad = module.weight.requires_grad
         module.weight = nn.Parameter(torch.empty_like(weight), requires_grad=requires_grad)
         bias = state.get(f"{prefix}bias")
-        if bias is not None and getattr(module, "bias", None) is not None:
+        if bias is not None:  # also a bias the compensation added to a bias-free layer
             module.bias = nn.Parameter(torch.empty_like(bias))

@@ -42,11 +42,16 @@ def accuracy_by_stage(ctx: RunContext) -> list[dict[str, Any]]:
         record = ctx.records.get(stage)
         if record is None or "accuracy" not in record.metrics:
             continue
-        acc = record.metrics["accuracy"]
-        name = "compile" if stage == "evaluate" else stage
-        rows.append({"stage": name, "accuracy": acc, "runtime": runtime,
-                     "change": None if previous is None else acc - previous})
-        previous = acc
+        steps = [("compile" if stage == "evaluate" else stage, record.metrics["accuracy"])]
+        compensation = record.metrics.get("compensation", {}).get("method", "none")
+        if "accuracy_surgery" in record.metrics and compensation != "none":
+            # the surgery's own drop, then what the retraining-free compensation gave back
+            steps = [("prune", record.metrics["accuracy_surgery"]),
+                     (f"compensate ({compensation})", record.metrics["accuracy"])]
+        for name, acc in steps:
+            rows.append({"stage": name, "accuracy": acc, "runtime": runtime,
+                         "change": None if previous is None else acc - previous})
+            previous = acc
     return rows
 
 
@@ -56,7 +61,11 @@ def _pruning(ctx: RunContext) -> dict[str, Any] | None:
         return None
     keys = ("criterion", "allocation", "flops_before", "flops_after", "params_before",
             "params_after", "flops_reduction", "params_reduction", "channels", "ratios")
-    return {k: record.metrics[k] for k in keys} | {"choice": record.metrics.get("choice", {})}
+    m = record.metrics
+    compensation = {k: v for k, v in m.get("compensation", {}).items() if k != "refit"}
+    return {k: m[k] for k in keys} | {
+        "choice": m.get("choice", {}), "accuracy_surgery": m.get("accuracy_surgery"),
+        "accuracy_compensated": m.get("accuracy"), "compensation": compensation}
 
 
 def _quantization(ctx: RunContext) -> dict[str, Any] | None:

@@ -26,7 +26,7 @@ from edgeprune.model import (
     load_model,
     rebuild_from_artifact,
 )
-from edgeprune.pipeline import MODEL_ARTIFACT, RunContext, write_json_atomic
+from edgeprune.pipeline import MODEL_ARTIFACT, TEACHER_ARTIFACT, RunContext, write_json_atomic
 
 
 def save_model_artifact(model: nn.Module, arch: ArchSpec | None, path: Path,
@@ -105,6 +105,10 @@ class LoadStage:
             "data": d.__dict__,
             "signatures": [data_signature(s) for s in (d.data, d.eval_data, d.train_data)],
             "preprocess": c.preprocess.to_dict(), "batch": c.target.batch,
+            "teacher": None if c.teacher is None else {
+                "path": str(c.teacher.path), "stat": data_signature(str(c.teacher.path)),
+                "arch": c.teacher.arch.__dict__ if c.teacher.arch else None},
+            "training": _training_batches(c),
         }
 
     def run(self, ctx: RunContext, workdir: Path) -> dict[str, Any]:
@@ -126,6 +130,18 @@ class LoadStage:
                 fix="check that --data matches the model's classes (or --arch-kwargs "
                 "num_classes)",
             )
+        warnings = _check_training(ctx, outputs)
+        if c.teacher is not None:
+            teacher = load_model(c.teacher.path, c.teacher.arch, c.trust_pickle)
+            teacher_outputs = _probe_outputs(teacher.model, eval_x[:2], c.teacher.path)
+            if teacher_outputs != outputs:
+                raise InputError(
+                    f"the teacher {c.teacher.path} has {teacher_outputs} outputs but the model "
+                    f"{c.model_path} has {outputs}: its outputs cannot be distilled",
+                    fix="pass a --teacher trained on the same classes (and its --teacher-arch), "
+                    "or drop --teacher to distill from the input model",
+                )
+            save_model_artifact(teacher.model, teacher.arch, workdir / TEACHER_ARTIFACT)
         save_model_artifact(loaded.model, loaded.arch, workdir / MODEL_ARTIFACT, loaded.recipe)
         manifests = workdir / "calib"
         manifests.mkdir()
@@ -141,9 +157,35 @@ class LoadStage:
             "eval": _summary(splits.eval),
             "calibration": _summary(splits.calibration),
             "manifests": {"calibration": "calib/calibration.json", "eval": "calib/eval.json"},
+            "train_samples": len(splits.train),
+            "warnings": warnings,
             "summary": f"{count_params(loaded.model):,} params, eval {len(splits.eval)} / "
             f"calibration {len(splits.calibration)} images",
         }
+
+
+def _training_batches(c: Any) -> dict[str, int]:
+    """Batch sizes of the training jobs this run will do (what the split must feed)."""
+    jobs = {}
+    if c.prune is not None and c.prune.compensation.active:
+        jobs["compensation"] = 1
+    if c.recover is not None:
+        jobs["recovery"] = c.recover.train.batch_size
+    if c.quantize is not None:
+        jobs["ternary QAT"] = c.quantize.train.batch_size
+    return jobs
+
+
+def _check_training(ctx: RunContext, classes: int) -> list[str]:
+    """Before any work: the training split must be large enough for what will train."""
+    from edgeprune.stages.recover import check_training_split
+
+    warnings: list[str] = []
+    for what, batch in _training_batches(ctx.config).items():
+        warnings += check_training_split(ctx, batch, what, classes)
+    for text in dict.fromkeys(warnings):
+        ctx.ui.warn(text)
+    return list(dict.fromkeys(warnings))
 
 
 def _probe_outputs(model: nn.Module, sample: np.ndarray, path: Path) -> int:

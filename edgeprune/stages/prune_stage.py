@@ -1,14 +1,18 @@
-"""Stage 3: structural pruning (D-Score by default), ratios from sensitivity analysis.
+"""Stage 3: structural pruning (D-Score by default), ratios from sensitivity analysis,
+then retraining-free compensation (mean fold / least-squares refit / BatchNorm
+re-estimation on training images: prune/compensate.py).
 
 Writes the pruned model as weights + recipe (``model.pt``), the channel plan
 (``plan.json``: per group the channels kept and removed) and the sensitivity curves.
-Accuracy right after pruning (before recovery) is measured on the evaluation split, so
-the report can attribute the drop to this stage.
+Top-1 right after the surgery and after the compensation is measured on the evaluation
+split, so the report can attribute each change to its step.
 """
 
 from __future__ import annotations
 
+import copy
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +20,7 @@ import torch
 
 from edgeprune.model import count_flops, count_params
 from edgeprune.pipeline import MODEL_ARTIFACT, RunContext, write_json_atomic
+from edgeprune.prune.compensate import Tracer, compensate, input_channel_means
 from edgeprune.prune.importance import get_criterion
 from edgeprune.prune.policy import PruneConfig, choose_ratios
 from edgeprune.prune.sensitivity import DEFAULT_STEPS, analysis_key, cache_dir, torch_accuracy
@@ -64,17 +69,38 @@ class PruneStage:
             cache_file.parent.mkdir(parents=True, exist_ok=True)
             write_json_atomic(cache_file, choice["analysis"])
             write_json_atomic(workdir / "sensitivity.json", choice.pop("analysis"))
+        comp = cfg.compensation
+        comp_x = None
+        if comp.active:  # training images (the sensitivity subset when sizes agree)
+            comp_x, _ = ctx.arrays("sensitivity", comp.samples)
+        original = copy.deepcopy(model) if comp.active else None
+        means = (input_channel_means(model, comp_x, comp.batch)
+                 if comp_x is not None and comp.method in ("mean", "refit") else None)
+        started = time.perf_counter()
         graph, groups = find_groups(model, example, cfg.options)
         plan = plan_from_ratios(groups, choice["ratios"], criterion, cfg.options)
-        apply_plan(graph, groups, plan)
+        tracer = Tracer(model, means)
+        apply_plan(graph, groups, plan, tracer)
+        surgery_seconds = time.perf_counter() - started
         write_json_atomic(workdir / "plan.json", plan.to_dict())
+        images, labels = ctx.arrays("eval")
+        accuracy_surgery = top1(torch_predictions(model, images, ctx, "PyTorch eval (surgery)"),
+                                labels)
+        compensation: dict[str, object] = {"method": comp.method}
+        if comp.active:
+            assert original is not None and comp_x is not None
+            layers = len(tracer.trace.consumers()) if comp.method == "refit" else None
+            with ctx.ui.task(f"compensating ({comp.method})", layers) as advance:
+                compensation = compensate(model, original, tracer.trace, comp, comp_x,
+                                          example, on_step=lambda: advance(1))
+            del original
         previous = artifact_meta(source).get("conversions", [])
         save_derived_artifact(
             model, source, workdir / MODEL_ARTIFACT, pruned=True, input_shape=list(example.shape),
             conversions=sorted(set(previous) | ({OPTION_A} if conversions else set())),
         )
-        images, labels = ctx.arrays("eval")
-        accuracy = top1(torch_predictions(model, images, ctx, "PyTorch eval (pruned)"), labels)
+        accuracy = (top1(torch_predictions(model, images, ctx, "PyTorch eval (compensated)"),
+                         labels) if comp.active else accuracy_surgery)
         flops_after, params_after = count_flops(model, shape), count_params(model)
         channels_after = layer_channels(model)
         return {
@@ -82,7 +108,10 @@ class PruneStage:
             "allocation": choice["allocation"],
             "choice": {k: v for k, v in choice.items() if k != "ratios"},
             "ratios": choice["ratios"],
+            "accuracy_surgery": accuracy_surgery,
             "accuracy": accuracy,
+            "compensation": compensation,
+            "surgery_seconds": surgery_seconds,
             "accuracy_samples": len(labels),
             "flops_before": flops_before, "flops_after": flops_after,
             "params_before": params_before, "params_after": params_after,
@@ -93,5 +122,7 @@ class PruneStage:
             "conversions": conversions,
             "sensitivity_cache": str(cache_file) if cached is None else f"reused {cache_file}",
             "summary": f"{cfg.criterion}: FLOPs -{1 - flops_after / flops_before:.1%}, params "
-            f"-{1 - params_after / params_before:.1%}, top-1 {accuracy:.2f}% before recovery",
+            f"-{1 - params_after / params_before:.1%}, top-1 {accuracy_surgery:.2f}% after "
+            "surgery" + (f", {accuracy:.2f}% after {comp.method} compensation"
+                         if comp.active else ""),
         }

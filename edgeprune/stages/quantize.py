@@ -3,7 +3,8 @@
 The model from the stage before (pruned + recovered, or the original) gets ternary
 weights α·{-1, 0, +1} (first conv and classifier at int8 by default), its activation
 ranges are calibrated on the calibration split, it is trained through the shared loop
-(labels or distillation from the original model, one process or several under torchrun),
+(labels + distillation, labels, or label-free distillation; the teacher is the model
+before quantization, or --teacher; one process or several under torchrun),
 and its ranges are re-measured because the weights moved. The artifact records the
 ternary config, so it rebuilds from weights + recipe (no pickled code) like a pruned one.
 
@@ -30,7 +31,13 @@ from edgeprune.quant.ternary import (
 )
 from edgeprune.stages.common import top1, torch_predictions
 from edgeprune.stages.load import save_derived_artifact
-from edgeprune.stages.recover import black_pixel, run_training, validate_training
+from edgeprune.stages.recover import (
+    black_pixel,
+    check_training_split,
+    run_training,
+    teacher_request,
+    validate_training,
+)
 from edgeprune.train import TrainConfig
 
 QUANT_MODES = ("fp32", "int8", "ternary")
@@ -43,7 +50,7 @@ class QuantizeConfig:
     """``--quant ternary``: the quantizer settings and the QAT budget."""
 
     ternary: TernaryConfig = field(default_factory=TernaryConfig)
-    mode: str = "labels"  # "labels" | "distill"
+    mode: str = "kd"  # "kd" (labels + distillation) | "labels" | "distill"
     train: TrainConfig = field(default_factory=TrainConfig)
     nproc: int = 1
     # calibration images for the per-layer ternary sensitivity (0: skip it)
@@ -95,6 +102,9 @@ class QuantizeStage:
 
     def run(self, ctx: RunContext, workdir: Path) -> dict[str, Any]:
         cfg = self._ternary(ctx)
+        warnings = check_training_split(ctx, self.config.train.batch_size, "ternary QAT")
+        for text in warnings:
+            ctx.ui.warn(text)
         source = ctx.latest_model_path()
         model = ctx.load_model(source)
         calib, _ = ctx.arrays("calibration")
@@ -108,8 +118,9 @@ class QuantizeStage:
         save_derived_artifact(model, source, prepared, ternary=cfg.to_dict())
         request = {
             "model": str(prepared), "out": str(workdir / MODEL_ARTIFACT),
-            "teacher": str(ctx.stage_dir("load") / MODEL_ARTIFACT) if self.config.train.distill
-            else None,
+            # teacher: the model before quantization (pruned + recovered, or the input)
+            **(teacher_request(ctx, source) if self.config.train.needs_teacher
+               else {"teacher": None}),
             "trust_pickle": ctx.config.trust_pickle, "train": self.config.train.to_dict(),
             "pad_value": black_pixel(ctx), "quantize": True,
         }
@@ -127,6 +138,7 @@ class QuantizeStage:
         return {
             "method": cfg.method, "mode": self.config.mode, "ternary_config": cfg.to_dict(),
             "plan": state.plan, "training": stats, "accuracy_before_qat": before,
+            "warnings": warnings,
             "accuracy": accuracy, "accuracy_samples": len(labels),
             "calibration": {k: v for k, v in recal.items() if k != "ranges"},
             "layers": rows, "ternary_summary": summary, "layer_sensitivity": sensitivity,

@@ -1,6 +1,7 @@
-"""Stage 4: recover accuracy after pruning by fine-tuning on the training split, with
-labels or by label-free distillation from the original model. One process, or several
-under torchrun (``--nproc N``: DDP, gloo on CPU / NCCL on GPU)."""
+"""Stage 4: recover accuracy after pruning by fine-tuning on the training split: labels
+and distillation from the original model together (``kd``, the default), labels only, or
+label-free distillation. One process, or several under torchrun (``--nproc N``: DDP,
+gloo on CPU / NCCL on GPU)."""
 
 from __future__ import annotations
 
@@ -14,25 +15,62 @@ from pathlib import Path
 from typing import Any
 
 from edgeprune.errors import InputError, StageFailure
-from edgeprune.pipeline import MODEL_ARTIFACT, RunContext
+from edgeprune.pipeline import MODEL_ARTIFACT, TEACHER_ARTIFACT, RunContext
 from edgeprune.stages.common import top1, torch_predictions
-from edgeprune.train import TrainConfig
+from edgeprune.train import LOSSES, TrainConfig
 
 
 def validate_training(mode: str, train: TrainConfig, nproc: int, prefix: str) -> None:
     """Check a training job's options (named --PREFIX-epochs / --PREFIX-lr on the command
-    line) and set distillation from the mode; shared by recovery and ternary QAT."""
-    if mode not in ("labels", "distill"):
-        raise InputError(f"unknown --recover {mode!r}", fix="use labels or distill")
+    line) and set the loss from the mode; shared by recovery and ternary QAT."""
+    if mode not in LOSSES:
+        raise InputError(f"unknown --recover {mode!r}",
+                         fix="use kd (labels + distillation), labels, distill or none")
     if train.epochs <= 0 or train.lr <= 0 or nproc < 1:
         raise InputError(f"--{prefix}-epochs, --{prefix}-lr and --nproc must be positive",
                          fix=f"e.g. --{prefix}-epochs 3 --{prefix}-lr 0.01")
-    train.distill = mode == "distill"
+    if not 0 <= train.kd_weight <= 1 or not train.temperature > 0:
+        raise InputError(f"--kd-weight {train.kd_weight} must be in [0, 1] and "
+                         f"--kd-temperature {train.temperature} positive",
+                         fix="e.g. --kd-weight 0.5 --kd-temperature 4")
+    train.loss = mode
+
+
+def check_training_split(ctx: RunContext, batch_size: int, what: str,
+                         classes: int | None = None) -> list[str]:
+    """Refuse a training split too small to train on; warn when it is only the few
+    images held out of the evaluation set. Returns the warnings."""
+    train = ctx.subset("train")
+    if classes is None:
+        classes = int(ctx.metrics("load")["outputs"]) if "load" in ctx.records else 0
+    floor = max(batch_size, 2 * classes)
+    if len(train) < floor:
+        raise InputError(
+            f"{what} needs a training split, but it has only {len(train)} images (fewer "
+            f"than one batch of {batch_size}" + (f" or two per class for {classes} classes"
+                                                 if classes else "") + ")",
+            fix="pass --train-data with the model's training images (an ImageFolder, IDX, "
+            ".npz or module:callable), or a larger --calib-size when only --data is given",
+        )
+    if train.how.startswith("only the held-out"):
+        return [f"{what} trains on the {len(train)} calibration images held out of the "
+                "evaluation set (no --train-data was given): expect little recovery; pass "
+                "--train-data for a real training split"]
+    return []
+
+
+def teacher_request(ctx: RunContext, default: Path) -> dict[str, Any]:
+    """The distillation teacher: ``--teacher`` (saved by the load stage) or ``default``."""
+    given = ctx.stage_dir("load") / TEACHER_ARTIFACT
+    if given.is_file():
+        arch = ctx.config.teacher.arch if ctx.config.teacher else None
+        return {"teacher": str(given), "teacher_arch": asdict(arch) if arch else None}
+    return {"teacher": str(default), "teacher_arch": None}
 
 
 @dataclass
 class RecoverConfig:
-    mode: str = "labels"  # "labels" | "distill"
+    mode: str = "kd"  # "kd" (labels + distillation) | "labels" | "distill" (label-free)
     train: TrainConfig = field(default_factory=TrainConfig)
     nproc: int = 1
 
@@ -62,16 +100,22 @@ class RecoverStage:
         return {"recover": self.config.to_dict() if self.config else None}
 
     def run(self, ctx: RunContext, workdir: Path) -> dict[str, Any]:
-        if self.config is None or ctx.records.get("prune") is None or (
-                ctx.records["prune"].status == "skipped"):
-            return {"skipped": True, "reason": "nothing to recover (no pruning)",
-                    "summary": "nothing to recover (no pruning)"}
+        pruned = ctx.records.get("prune") is not None and (
+            ctx.records["prune"].status != "skipped")
+        if not pruned or self.config is None:
+            why = ("nothing to recover (no pruning)" if not pruned else
+                   "recovery skipped: --recover none was asked for")
+            return {"skipped": True, "reason": why, "summary": why}
+        warnings = check_training_split(ctx, self.config.train.batch_size, "recovery")
+        for text in warnings:
+            ctx.ui.warn(text)
         source = ctx.latest_model_path()
-        teacher = ctx.stage_dir("load") / MODEL_ARTIFACT
         request = {
-            "model": str(source), "teacher": str(teacher) if self.config.train.distill else None,
-            "out": str(workdir / MODEL_ARTIFACT), "trust_pickle": ctx.config.trust_pickle,
-            "train": self.config.train.to_dict(), "pad_value": black_pixel(ctx),
+            "model": str(source), "out": str(workdir / MODEL_ARTIFACT),
+            "trust_pickle": ctx.config.trust_pickle, "train": self.config.train.to_dict(),
+            "pad_value": black_pixel(ctx),
+            **(teacher_request(ctx, ctx.stage_dir("load") / MODEL_ARTIFACT)
+               if self.config.train.needs_teacher else {"teacher": None}),
         }
         stats = run_training(ctx, request, self.config.nproc,
                              f"recovering ({self.config.mode})")
@@ -80,6 +124,7 @@ class RecoverStage:
         accuracy = top1(torch_predictions(model, images, ctx, "PyTorch eval (recovered)"), labels)
         return {
             "mode": self.config.mode, "nproc": self.config.nproc, "training": stats,
+            "warnings": warnings,
             "train_samples": len(ctx.subset("train")), "accuracy": accuracy,
             "accuracy_samples": len(labels),
             "summary": f"{self.config.mode}, {stats['epochs']:.2f} epochs in "
