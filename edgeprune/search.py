@@ -14,9 +14,12 @@ that can still win:
    within the budget on the calibration images -- the per-layer FP32 exception), which
    the pruning levels then use for INT8 too;
 2. pruning levels in increasing FLOPs reduction (the D-Score sensitivity analysis runs
-   once and is cached), each recovered, then tried at the precisions in order of their
-   measured dense speed; a level stops at its first precision within budget (slower
-   ones cannot win there);
+   once and is cached), tried at the precisions in order of their measured dense speed,
+   first compensated only (no training: seconds), and recovered only when the
+   compensated candidate missed the accuracy budget AND its measured latency can still
+   win (faster, beyond the tie margin, than the fastest candidate within budget so far:
+   recovery does not change the structure, so it cannot make a candidate faster); a level
+   stops at its first precision within budget (slower ones cannot win there);
 3. when a level misses the accuracy budget at every precision, once, the same level with
    its most damaged layer group (from the sensitivity analysis) kept unpruned and every
    other group at the same ratio (the level's sensitivity threshold, so the FLOPs
@@ -90,6 +93,8 @@ class Trial:
     threshold: float | None = None  # the exception: the level's sensitivity threshold
     int8_layers: list[str] = field(default_factory=list)  # ternary: kept at int8
     accuracy_control: bool = False  # INT8: NNCF returns the worst layers to FP32
+    recovered: bool = True  # pruned candidates: False = compensated only, no training
+    note: str | None = None  # a decision the search took about this candidate
     status: str = "pending"  # "ran" | "failed" | "skipped"
     report: dict[str, Any] | None = None
     error: str | None = None
@@ -102,7 +107,9 @@ class Trial:
             "flops_reduction": self.flops_reduction, "keep_unpruned": self.keep_unpruned,
             "sensitivity_threshold": self.threshold,
             "int8_layers": self.int8_layers, "accuracy_control": self.accuracy_control,
+            "recovered": bool(self.flops_reduction) and self.recovered,
             "status": self.status, "seconds": self.seconds, "error": self.error,
+            "note": self.note,
             "within_budget": False, "chosen": False,
         }
         if r is not None:
@@ -163,7 +170,7 @@ class Search:
                                 sensitivity_samples=template.sensitivity_samples,
                                 options=template.options,
                                 keep_groups=list(trial.keep_unpruned)).validate()
-            recover = self.base.recover
+            recover = self.base.recover if trial.recovered else None
         quantize = self.base.quantize if trial.ternary else None
         if quantize is not None and trial.int8_layers:
             keep = tuple(sorted({*quantize.ternary.int8_layers, *trial.int8_layers}))
@@ -256,21 +263,47 @@ class Search:
         tag = f"prune{round(level * 100):02d}" + (f"-keep-{'-'.join(keep)}" if keep
                                                    else "")
         first: Trial | None = None
+        first_recovered: Trial | None = None
         accurate = False
         for precision in order:
             control = precision == "int8" and self.int8_control
-            trial = self.run_trial(Trial(f"{tag}-{precision}" + ("-keep-fp32" if control
-                                                                   else ""),
-                                         precision, level, keep, accuracy_control=control,
+            name = f"{tag}-{precision}" + ("-keep-fp32" if control else "")
+            compensated = self.run_trial(
+                Trial(f"{name}-compensated", precision, level, keep, accuracy_control=control,
+                      threshold=threshold, recovered=False), seed_from=first)
+            first = first or compensated
+            if compensated.status == "skipped":
+                return "stopped"
+            if compensated.report and compensated.report["passed"]:
+                return "met"
+            if compensated.report is None or compensated.report["verdict"]["accuracy_ok"]:
+                accurate |= compensated.report is not None
+                continue  # too slow (training cannot help), or it failed
+            if self.base.recover is None or not self._can_win(compensated):
+                continue
+            trial = self.run_trial(Trial(name, precision, level, keep, accuracy_control=control,
                                          threshold=threshold),
-                                   seed_from=first)
-            first = first or trial
+                                   seed_from=first_recovered or compensated)
+            first_recovered = first_recovered or trial
             if trial.status == "skipped":
                 return "stopped"
             if trial.report and trial.report["passed"]:
                 return "met"
             accurate |= bool(trial.report and trial.report["verdict"]["accuracy_ok"])
         return "too_slow" if accurate else "accuracy_missed"
+
+    def _can_win(self, trial: Trial) -> bool:
+        """Worth training: measurably faster than every candidate within budget so far
+        (a tie goes to the more accurate one, which needs no training)."""
+        latency = self._latency(trial)
+        passing = [self._latency(t) for t in self._passing()]
+        if latency is None or not passing:
+            return latency is not None
+        if latency < min(passing) * (1 - TIE):  # type: ignore[type-var]
+            return True
+        trial.note = (f"not recovered: {self.percentile} {latency:.3f} ms cannot beat the "
+                       f"fastest candidate within budget ({min(passing):.3f} ms)")  # type: ignore[type-var]
+        return False
 
     def _most_damaged_group(self, level: float) -> tuple[str, float | None] | None:
         """The layer group whose pruning alone cost the most accuracy at the ratio the

@@ -306,20 +306,33 @@ def refit_consumers(pruned: nn.Module, original: nn.Module, trace: PruneTrace,
         d_in = new.weight[0].numel()
         # normal equations of two halves of the rows: fit on one, check on the other
         halves = [_Normal(d_in + 1, len(kept_out)) for _ in range(2)]
+        unsupported = None
         for b, x in enumerate(_chunks(images, config.batch)):
             y = _capture(original, name, x, "output")
             inp = _capture(pruned, name, x, "input")
-            patches = _patches(new, inp)  # (N, D, L)
             if isinstance(new, nn.Conv2d):
                 y = y.flatten(2)  # (N, C, L)
             else:
                 y = y.reshape(y.shape[0], -1, y.shape[-1]).transpose(1, 2)
+            try:
+                patches = _patches(new, inp)  # (N, D, L)
+            except ValueError as exc:
+                unsupported = str(exc)
+                break
+            if patches.shape[2] != y.shape[2]:  # padding applied outside the layer
+                unsupported = "the layer's input is padded elsewhere"
+                break
             pick = _sample(patches.shape[2], config.positions, seed=b)
             a = patches[:, :, pick].permute(0, 2, 1).reshape(-1, d_in).double()
             t = y[:, kept_out][:, :, pick].permute(0, 2, 1).reshape(-1, len(kept_out)).double()
             a = torch.cat([a, torch.ones(len(a), 1, dtype=torch.float64)], 1)
             halves[0].add(a[0::2], t[0::2])
             halves[1].add(a[1::2], t[1::2])
+        if unsupported is not None:  # the mean fold stays
+            results.append({"layer": name, "refit": False, "reason": unsupported})
+            if on_layer:
+                on_layer()
+            continue
         fit, check = halves
         current = _current(new, bn_of, pruned, name)
         before = check.relative_error(current)

@@ -1,10 +1,16 @@
 """Per-layer sensitivity analysis (D-Score paper, step 4) and the ratio search.
 
 Each prunable group is pruned ALONE in 5% steps and the accuracy measured after each
-step, without retraining. A threshold accuracy T then gives every group the largest ratio
-whose accuracy (and that of every smaller ratio) stays >= T. A FLOPs or params reduction
-target is met by searching T: higher T prunes less, so the search is a bisection over
-the accuracies observed.
+step, without retraining. A step is not a surgery on a copy: the dependency graph is built
+once, and a step's channels are zeroed at the output of every layer that produces them
+(convs, their BatchNorms, depthwise convs) by forward hooks -- a removed channel and a
+zeroed one reach every consumer, residual add and concatenation identically, so the
+accuracy is the surgery's (tested), at the cost of one forward pass.
+
+A threshold accuracy T then gives every group the largest ratio whose accuracy (and that
+of every smaller ratio) stays >= T. A FLOPs or params reduction target is met by
+searching T: higher T prunes less, so the search is a bisection over the accuracies
+observed.
 
 Accuracy here is measured on a held-out subset of the TRAINING split, never on the
 evaluation split, so the final number is not tuned on the test images. Results are cached
@@ -13,10 +19,11 @@ per model + data + criterion + options, so the analysis runs once.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -27,7 +34,14 @@ from torch import nn
 
 from edgeprune.model import count_flops, count_params
 from edgeprune.prune.importance import Criterion
-from edgeprune.prune.structural import PruneOptions, find_groups, prune_copy
+from edgeprune.prune.structural import (
+    PruneGroup,
+    PruneOptions,
+    find_groups,
+    group_scores,
+    prune_copy,
+    prune_function,
+)
 
 DEFAULT_STEPS = tuple(round(0.05 * i, 2) for i in range(1, 20))
 Evaluate = Callable[[nn.Module], float]
@@ -53,16 +67,18 @@ def analyze(model: nn.Module, example: torch.Tensor, criterion: Criterion, evalu
     """Accuracy curves per group. A curve stops once accuracy falls ``stop_drop`` points
     below the unpruned model: no useful threshold lies there."""
     base = evaluate(model)
-    _, groups = find_groups(model, example, options)
+    graph, groups = find_groups(model, example, options)
     curves: dict[str, list[list[float]]] = {}
     for group in groups:
+        order = torch.argsort(group_scores(group, criterion), stable=True).tolist()
         curve: list[list[float]] = []
         last_kept, last_acc = group.channels, base
         for ratio in steps:
             kept = options.keep_count(group.channels, ratio)
             if kept != last_kept:
-                pruned, _ = prune_copy(model, example, {group.name: ratio}, criterion, options)
-                last_acc, last_kept = evaluate(pruned), kept
+                with zeroed_channels(graph, group, sorted(order[: group.channels - kept])):
+                    last_acc = evaluate(model)
+                last_kept = kept
             curve.append([ratio, last_acc])
             if on_eval:
                 on_eval()
@@ -71,6 +87,34 @@ def analyze(model: nn.Module, example: torch.Tensor, criterion: Criterion, evalu
         curves[group.name] = curve
     return {"baseline_accuracy": base, "steps": list(steps), "curves": curves,
             "channels": {g.name: g.channels for g in groups}}
+
+
+@contextlib.contextmanager
+def zeroed_channels(graph: Any, group: PruneGroup, channels: list[int]) -> Iterator[None]:
+    """While active, the group's ``channels`` are zero at the output of every layer that
+    produces them: the forward pass of the model with those channels removed."""
+    handles = []
+    coupled = graph.get_pruning_group(group.root, prune_function(group.root), channels)
+    for dep, idxs in coupled:
+        module = dep.target.module
+        if dep.handler.__name__ != "prune_out_channels" or not isinstance(
+                module, nn.Conv2d | nn.Linear | nn.modules.batchnorm._BatchNorm):
+            continue
+        mask = torch.ones(module.weight.shape[0])
+        mask[list(idxs)] = 0.0
+        handles.append(module.register_forward_hook(_mask_hook(mask)))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _mask_hook(mask: torch.Tensor) -> Callable:
+    def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+        shape = [1, -1] + [1] * (output.dim() - 2)
+        return output * mask.to(output.dtype).view(shape)
+    return hook
 
 
 def ratios_for_threshold(curves: dict[str, list[list[float]]],

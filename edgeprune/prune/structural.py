@@ -157,7 +157,8 @@ def group_scores(group: PruneGroup, criterion: Criterion) -> torch.Tensor:
     return sum(criterion(module.weight) for _, module in group.producers)  # type: ignore[return-value]
 
 
-def _prune_fn(module: nn.Module):
+def prune_function(module: nn.Module):
+    """Torch-Pruning's out-channel pruning function for a group's root layer."""
     return tp.prune_linear_out_channels if isinstance(module, nn.Linear) else (
         tp.prune_conv_out_channels)
 
@@ -194,7 +195,7 @@ def apply_plan(graph: tp.DependencyGraph, groups: list[PruneGroup], plan: PruneP
     for g in groups:
         idxs = plan.groups.get(g.name, {}).get("pruned", [])
         if idxs:
-            group = graph.get_pruning_group(g.root, _prune_fn(g.root), idxs)
+            group = graph.get_pruning_group(g.root, prune_function(g.root), idxs)
             if tracer is not None:
                 tracer.before_prune(group)
             group.prune()
