@@ -53,9 +53,9 @@ def check_training_split(ctx: RunContext, batch_size: int, what: str,
             ".npz or module:callable), or a larger --calib-size when only --data is given",
         )
     if train.how.startswith("only the held-out"):
-        return [f"{what} trains on the {len(train)} calibration images held out of the "
-                "evaluation set (no --train-data was given): expect little recovery; pass "
-                "--train-data for a real training split"]
+        return [f"{what} uses the {len(train)} calibration images held out of the "
+                "evaluation set as its training split (no --train-data was given): expect "
+                "little recovery; pass --train-data for a real training split"]
     return []
 
 
