@@ -183,8 +183,8 @@ def stress(interrupts: int, work: Path, target: str = "openvino-cpu", precision:
             "stages_done": len(stages), "leftovers": leftovers(out),
             "report_written": (out / "report.json").is_file(), "folder": folders,
         }
-        if code != 130:
-            trial["stderr_tail"] = stderr[-1500:]
+        if code != 130 or trial["traceback"]:
+            trial["stderr_tail"] = stderr[-3000:]
         trials.append(trial)
         log(f"{len(trials):3d}/{interrupts} after {delay:5.2f} s to {trial['signal_to']:5}: "
             f"exit {code}, {len(stages)} stages kept")

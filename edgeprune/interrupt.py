@@ -123,6 +123,17 @@ def install() -> None:
     except ValueError:  # not the main thread (e.g. embedded in another program)
         return
     _state.installed = True
+    os.register_at_fork(after_in_child=_forked)
+
+
+def _forked() -> None:
+    """A process forked from the run (multiprocessing: OpenVINO's telemetry sender, data
+    loader workers) gets the default SIGINT: on Ctrl-C it just ends -- the run reports
+    the interrupt -- instead of raising a KeyboardInterrupt with a traceback of its own."""
+    with contextlib.suppress(ValueError, OSError):
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @contextlib.contextmanager
