@@ -365,7 +365,7 @@ def _value_problem(key: str, value: Any, kind: str) -> str | None:
         ok = isinstance(value, str) or number(value) or (
             isinstance(value, list) and all(isinstance(v, str) or number(v) for v in value))
         return None if ok else "a string, a number or an array of them"
-    if key == "arch_kwargs":
+    if key.endswith("arch_kwargs"):
         return None if isinstance(value, (str, dict)) else "a table, e.g. {num_classes = 10}"
     return None if isinstance(value, str) else "a string"
 
@@ -422,7 +422,8 @@ def load_job_file(path: Path, kinds: dict[str, str] | None = None) -> dict[str, 
     return job
 
 
-CODE_KEYS = ("arch", "data", "eval_data", "train_data", "prune", "metric")
+# every option whose value may name code; any other key ending in "arch" counts too
+CODE_KEYS = ("arch", "teacher_arch", "data", "eval_data", "train_data", "prune", "metric")
 
 
 def refuse_named_code(values: dict[str, Any], where: str) -> None:
@@ -431,9 +432,10 @@ def refuse_named_code(values: dict[str, Any], where: str) -> None:
     code to run."""
     from edgeprune.zoo import builtin_builder
 
-    for key in CODE_KEYS:
+    for key in dict.fromkeys([*CODE_KEYS, *(k for k in values if k.endswith("arch"))]):
         value = values.get(key)
-        if key == "arch" and isinstance(value, str) and builtin_builder(value) is not None:
+        if key.endswith("arch") and isinstance(value, str) and \
+                builtin_builder(value) is not None:
             continue
         if isinstance(value, str) and ":" in value and not Path(value).exists():
             raise InputError(
