@@ -73,36 +73,47 @@ def main(
 
 
 def _guarded(debug: bool, body: Callable[[], int]) -> None:
-    """Run a command; turn errors into one readable paragraph and the right exit code."""
+    """Run a command; turn errors into one readable paragraph and the right exit code.
+    Whatever an interrupt turned into on its way up (see edgeprune.interrupt), the exit is
+    130."""
+    from edgeprune import interrupt
+    from edgeprune.oserrors import is_environment
+    from edgeprune.oserrors import paragraph as os_paragraph
+
     debug = debug or os.environ.get("EDGEPRUNE_DEBUG") == "1"
     try:
         code = body()
-    except EdgepruneError as exc:
-        if debug:
-            traceback.print_exc()
-        typer.echo(exc.paragraph(), err=True)
-        raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        typer.echo("interrupted: finished stages are kept under the output directory; run the "
-                   "same command again to resume", err=True)
-        raise typer.Exit(130) from None
     except typer.Exit:
         raise
-    except Exception as exc:
+    except BaseException as exc:
+        if interrupt.interrupted() or isinstance(exc, KeyboardInterrupt):
+            if debug and not isinstance(exc, KeyboardInterrupt):
+                traceback.print_exc()
+            interrupt.stopping()
+            interrupt.report_once()
+            raise typer.Exit(130) from None
+        if not isinstance(exc, Exception):
+            raise  # SystemExit, GeneratorExit
         if debug:
             traceback.print_exc()
+        if isinstance(exc, EdgepruneError):
+            typer.echo(exc.paragraph(), err=True)
+            raise typer.Exit(exc.exit_code) from None
+        if is_environment(exc):
+            typer.echo(os_paragraph(exc), err=True)  # type: ignore[arg-type]
+            raise typer.Exit(EXIT_INPUT) from None
         typer.echo(f"internal error: {type(exc).__name__}: {exc}\n  fix: re-run with --debug "
                    "for the traceback and report it", err=True)
         raise typer.Exit(EXIT_INTERNAL) from None
-    raise typer.Exit(code)
+    raise typer.Exit(interrupt.exit_code(code))
 
 
 def _floats(text: str | list | None, name: str) -> list[float] | None:
     if text is None:
         return None
-    if isinstance(text, list):
-        return [float(v) for v in text]
     try:
+        if isinstance(text, list):
+            return [float(v) for v in text]
         return [float(v) for v in str(text).split(",") if v.strip()]
     except ValueError as exc:
         raise InputError(f"--{name} {text!r} is not a comma-separated list of numbers",
@@ -115,6 +126,8 @@ def _size(text: str | int | list | None) -> tuple[int, int] | None:
     if isinstance(text, int):
         return (text, text)
     if isinstance(text, list):
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in text):
+            raise InputError(f"--input-size {text!r} is not a size", fix="pass [224, 224]")
         values = [int(v) for v in text]
     else:
         try:
@@ -131,6 +144,16 @@ def _size(text: str | int | list | None) -> tuple[int, int] | None:
 
 def _pick(cli: Any, job: dict[str, Any], key: str, default: Any = None) -> Any:
     return cli if cli is not None else job.get(key, default)
+
+
+def _job(o: dict[str, Any]) -> dict[str, Any]:
+    """The job file's values, after checking the command line's: every value of its
+    option's type, numbers finite, no negative counts."""
+    from edgeprune.config import check_option_values, load_job_file, option_types
+
+    kinds = option_types(compile)
+    check_option_values({k: v for k, v in o.items() if k in kinds}, kinds, "")
+    return load_job_file(Path(o["job"]), kinds) if o.get("job") else {}
 
 
 @contextlib.contextmanager
@@ -156,10 +179,11 @@ def _run_and_emit(config: Any, as_json: bool, quiet: bool, search: Any = None) -
     from rich.console import Console
 
     from edgeprune.job import run_compile
+    from edgeprune.outlock import output_lock
     from edgeprune.report.console import print_summary
     from edgeprune.ui import UI
 
-    with _stdout_to_stderr(as_json):
+    with _stdout_to_stderr(as_json), output_lock(config.out_dir, wait=config.wait_lock):
         if search is not None:
             from edgeprune.search import Search
 
@@ -334,6 +358,9 @@ DlaCoreOpt = Annotated[int | None, typer.Option(
 DlaStrictOpt = Annotated[bool, typer.Option(
         "--dla-strict", help="Jetson DLA: fail (exit 2) when any layer falls back to the GPU.")]
 OutOpt = Annotated[Path | None, typer.Option(help="Output directory. Default ./out.")]
+WaitLockOpt = Annotated[bool, typer.Option(
+        "--wait-lock", help="When another run holds the output directory, wait for it "
+        "instead of exiting 2.")]
 JobOpt = Annotated[Path | None, typer.Option(help="TOML job file with these options.")]
 SeedOpt = Annotated[int | None, typer.Option(help="Seed for data subsets. Default 0.")]
 ExporterOpt = Annotated[str | None, typer.Option(help="ONNX exporter: dynamo (default) or "
@@ -414,6 +441,7 @@ def compile(
     dla_core: DlaCoreOpt = None,
     dla_strict: DlaStrictOpt = False,
     out: OutOpt = None,
+    wait_lock: WaitLockOpt = False,
     job: JobOpt = None,
     seed: SeedOpt = None,
     exporter: ExporterOpt = None,
@@ -445,10 +473,9 @@ def compile(
 
 def _search_options(o: dict[str, Any]):
     """SearchConfig for --search (the options it decides itself are refused), else None."""
-    from edgeprune.config import load_job_file
     from edgeprune.search import RUNTIME_PRECISIONS, SearchConfig
 
-    job = load_job_file(o["job"]) if o.get("job") else {}
+    job = _job(o)
     if not (o.get("search") or job.get("search")):
         for key in ("search_levels", "search_precisions", "max_trials", "time_budget"):
             if _pick(o.get(key), job, key) is not None:
@@ -495,13 +522,13 @@ def _search_options(o: dict[str, Any]):
 def config_from_options(o: dict[str, Any], argv: list[str]):
     """Merge CLI options over a job file into a validated PipelineConfig."""
     from edgeprune.backends.openvino import ACCURACY_CONTROL
-    from edgeprune.config import Budget, ProfileSettings, load_job_file, resolve_target
+    from edgeprune.config import Budget, ProfileSettings, resolve_target
     from edgeprune.data.preprocess import Preprocess
     from edgeprune.data.splits import DataOptions
     from edgeprune.model import parse_arch
     from edgeprune.pipeline import PipelineConfig, check_output_dir
 
-    job = load_job_file(o["job"]) if o.get("job") else {}
+    job = _job(o)
     unknown = set(job) - set(o)
     if unknown:
         raise InputError(f"job file {o['job']} has unknown keys: {', '.join(sorted(unknown))}",
@@ -575,6 +602,7 @@ def config_from_options(o: dict[str, Any], argv: list[str]):
         data=data, preprocess=preprocess, target=target, precision=precision, budget=budget,
         out_dir=out_dir, trust_pickle=bool(o["trust_pickle"] or job.get("trust_pickle")),
         exporter=exporter, fresh=bool(o["fresh"]), command=list(argv),
+        wait_lock=bool(o.get("wait_lock") or job.get("wait_lock")),
     )
 
 
@@ -808,6 +836,7 @@ def prune(
     train_limit: TrainLimitOpt = None,
     calib_size: CalibSizeOpt = None,
     out: OutOpt = None,
+    wait_lock: WaitLockOpt = False,
     job: JobOpt = None,
     seed: SeedOpt = None,
     fresh: FreshOpt = False,
@@ -824,10 +853,11 @@ def prune(
         from rich.console import Console
 
         from edgeprune.job import run_prune
+        from edgeprune.outlock import output_lock
         from edgeprune.ui import UI
 
         config = config_from_options(options, sys.argv)
-        with _stdout_to_stderr(as_json):
+        with _stdout_to_stderr(as_json), output_lock(config.out_dir, wait=config.wait_lock):
             summary = run_prune(config, UI(quiet or as_json))
         if as_json:
             sys.stdout.write(json.dumps(summary, indent=2) + "\n")
@@ -885,8 +915,17 @@ def report(
         result = compare_reports(load_report(reference), load_report(candidate),
                                  max_accuracy_drop, max_latency_increase, percentile)
         if markdown is not None:
-            with markdown.open("a") as fh:
-                fh.write(comparison_markdown(result))
+            try:
+                with markdown.open("a") as fh:
+                    fh.write(comparison_markdown(result))
+            except OSError as exc:
+                from edgeprune.oserrors import is_environment
+
+                if is_environment(exc):
+                    raise
+                raise InputError(f"--markdown {markdown}: cannot append to it "
+                                 f"({exc.strerror or exc})",
+                                 fix="pass a file path in an existing folder") from exc
         if as_json:
             sys.stdout.write(json.dumps(result, indent=2) + "\n")
         else:
@@ -924,6 +963,7 @@ def demo(
         "/usr/share/datasets/fashion-mnist"),
     target: Annotated[str, typer.Option(help="Target profile.")] = "openvino-cpu",
     precision: Annotated[str, typer.Option(help="Precision on the target.")] = "int8",
+    wait_lock: WaitLockOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     debug: Annotated[bool, typer.Option("--debug")] = False,
@@ -945,7 +985,7 @@ def demo(
             model=checkpoint_path(), arch=FASHION_MNIST["arch"], data=str(data),
             channels=FASHION_MNIST["channels"], mean=[FASHION_MNIST["mean"]],
             std=[FASHION_MNIST["std"]], target=target, precision=precision, out=out,
-            fresh=False, trust_pickle=False, max_drop=1.0,
+            fresh=False, trust_pickle=False, max_drop=1.0, wait_lock=wait_lock,
         )
         return _run_and_emit(config_from_options(options, sys.argv), as_json, quiet)
 
@@ -961,8 +1001,21 @@ def _compile_keys() -> list[str]:
 
 
 def run() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point. SIGINT is handled from here on (edgeprune.interrupt): an
+    interrupt anywhere -- even one click turned into "Aborted!" (exit 1) or one that came
+    after the command's own handler -- ends the process with 130; the process ends without
+    the interpreter's slow teardown (interrupt.finish)."""
+    from edgeprune import interrupt
+
+    interrupt.install()
+    try:
+        app()
+        code: Any = 0
+    except SystemExit as exc:
+        code = exc.code
+    except KeyboardInterrupt:
+        code = 130
+    interrupt.finish(code)
 
 
 if __name__ == "__main__":

@@ -148,63 +148,256 @@ def resolve_target(name_or_path: str) -> TargetProfile:
 
 
 def load_target(path: Path) -> TargetProfile:
-    """Parse and validate one TOML profile."""
+    """Parse and validate one TOML profile: every key known, every value of its type."""
     try:
         with path.open("rb") as fh:
             raw = tomllib.load(fh)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except tomllib.TOMLDecodeError as exc:
         raise InputError(
             f"cannot read target profile {path}: {exc}",
             fix="fix the TOML syntax (see targets/openvino-cpu.toml for a complete example)",
         ) from exc
-    try:
-        latency = raw.pop("latency", {})
-        prof = ProfileSettings(**raw.pop("profile", {}))
-        remote = RemoteSettings(**raw.pop("remote", {}))
-        profile = TargetProfile(
-            **raw,
-            latency_goal_ms=latency.get("goal_ms"),
-            latency_percentile=latency.get("percentile", "p50"),
-            profile=prof,
-            remote=remote,
-            source=str(path),
-        )
-    except TypeError as exc:
-        raise InputError(
-            f"target profile {path} has an unknown or missing key: {exc}",
-            fix="compare it with targets/openvino-cpu.toml; required keys: name, backend",
-        ) from exc
+    except OSError as exc:
+        from edgeprune.oserrors import is_environment
+
+        if is_environment(exc):
+            raise
+        raise InputError(f"cannot read target profile {path}: {exc.strerror or exc}",
+                         fix="check the path of the TOML profile") from exc
+    where = f"target profile {path}"
+    tables = {"latency": LatencySettings, "profile": ProfileSettings, "remote": RemoteSettings}
+    for table, cls in tables.items():
+        values = raw.get(table, {})
+        if not isinstance(values, dict):
+            raise InputError(f"{where}: {table} must be a [{table}] table, not {_kind(values)}",
+                             fix=f"write it as a [{table}] section (see "
+                             "targets/openvino-cpu.toml)")
+        _check_fields(values, cls, where, f"{table}.")
+    flat = {k: v for k, v in raw.items() if k not in tables}
+    _check_fields(flat, TargetProfile, where, "",
+                  exclude=(*tables, "source", "latency_goal_ms", "latency_percentile"))
+    missing = [k for k in ("name", "backend") if k not in raw]
+    if missing:
+        raise InputError(f"{where} has no {' or '.join(missing)}",
+                         fix="compare it with targets/openvino-cpu.toml; required keys: "
+                         "name, backend")
+    latency = LatencySettings(**raw.get("latency", {}))
+    profile = TargetProfile(
+        **flat,
+        latency_goal_ms=latency.goal_ms,
+        latency_percentile=latency.percentile,
+        profile=ProfileSettings(**raw.get("profile", {})),
+        remote=RemoteSettings(**raw.get("remote", {})),
+        source=str(path),
+    )
     return _validate_target(profile, path)
 
 
+@dataclass
+class LatencySettings:
+    """The ``[latency]`` table of a profile (kept flat on TargetProfile)."""
+
+    goal_ms: float | None = None
+    percentile: str = "p50"
+
+
+def _kind(value: Any) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+             list: "an array", dict: "a table"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _type_ok(value: Any, annotation: str) -> bool:
+    """``value`` fits a dataclass field annotation (the few shapes profiles use)."""
+    annotation = annotation.replace(" ", "")
+    if annotation.endswith("|None"):
+        return value is None or _type_ok(value, annotation[: -len("|None")])
+    if annotation == "bool":
+        return isinstance(value, bool)
+    if annotation == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation == "float":
+        return (isinstance(value, (int, float)) and not isinstance(value, bool)
+                and math.isfinite(value))
+    if annotation == "str":
+        return isinstance(value, str)
+    if annotation == "list[str]":
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if annotation.startswith("dict"):
+        return isinstance(value, dict)
+    return True
+
+
+def _expected(annotation: str) -> str:
+    annotation = annotation.replace(" ", "").replace("|None", "")
+    return {"int": "an integer", "float": "a finite number", "str": "a string",
+            "bool": "true or false", "list[str]": "an array of strings"}.get(
+                annotation, "a table" if annotation.startswith("dict") else annotation)
+
+
+def _check_fields(values: dict[str, Any], cls: type, where: str, prefix: str,
+                  exclude: tuple[str, ...] = ()) -> None:
+    from dataclasses import fields
+
+    known = {f.name: str(f.type) for f in fields(cls) if f.name not in exclude}
+    for key, value in values.items():
+        if key not in known:
+            section = f" in [{prefix[:-1]}]" if prefix else ""
+            raise InputError(
+                f"{where} has an unknown key {prefix}{key}",
+                fix=f"known keys{section}: {', '.join(known)} (see targets/openvino-cpu.toml)")
+        if not _type_ok(value, known[key]):
+            raise InputError(
+                f"{where}: {prefix}{key} = {value!r} is {_kind(value)}, not "
+                f"{_expected(known[key])}",
+                fix=f"write {prefix}{key} as {_expected(known[key])} (see "
+                "targets/openvino-cpu.toml)")
+
+
 def _validate_target(profile: TargetProfile, path: Path) -> TargetProfile:
+    from edgeprune.backends import BACKENDS
+
+    where = f"target profile {path}"
+    if profile.backend not in BACKENDS:
+        raise InputError(f"{where}: unknown backend {profile.backend!r}",
+                         fix=f"use one of {', '.join(sorted(BACKENDS))}")
     for p in [profile.precision, *profile.precisions]:
         if p not in PRECISIONS:
             raise InputError(
-                f"target profile {path}: unknown precision {p!r}",
+                f"{where}: unknown precision {p!r}",
                 fix=f"use one of {', '.join(PRECISIONS)}",
             )
     if profile.precision not in profile.precisions:
         raise InputError(
-            f"target profile {path}: default precision {profile.precision!r} is not in its "
+            f"{where}: default precision {profile.precision!r} is not in its "
             f"supported list {profile.precisions}",
             fix="add it to `precisions` or change `precision`",
         )
     if profile.batch < 1 or profile.threads < 0:
         raise InputError(
-            f"target profile {path}: batch must be >= 1 and threads >= 0",
+            f"{where}: batch must be >= 1 and threads >= 0 (got batch = {profile.batch}, "
+            f"threads = {profile.threads})",
             fix="set e.g. batch = 1, threads = 0 (runtime default)",
         )
     if profile.latency_percentile not in PERCENTILES:
         raise InputError(
-            f"target profile {path}: latency percentile {profile.latency_percentile!r} unknown",
+            f"{where}: latency percentile {profile.latency_percentile!r} unknown",
             fix=f"use one of {', '.join(PERCENTILES)}",
         )
+    if profile.latency_goal_ms is not None and profile.latency_goal_ms <= 0:
+        raise InputError(f"{where}: latency.goal_ms = {profile.latency_goal_ms} must be a "
+                         "positive number of milliseconds",
+                         fix="set e.g. goal_ms = 5.0, or leave it out")
+    p = profile.profile
+    for key, low in (("warmup_iterations", 0), ("min_iterations", 1), ("min_seconds", 0)):
+        if getattr(p, key) < low:
+            raise InputError(
+                f"{where}: profile.{key} = {getattr(p, key)} must be "
+                + ("at least 1" if low else ">= 0"),
+                fix="see targets/openvino-cpu.toml: warmup_iterations = 50, "
+                "min_iterations = 1000, min_seconds = 2.0, max_seconds = 30.0")
+    if p.max_seconds <= 0 or p.max_seconds < p.min_seconds:
+        raise InputError(f"{where}: profile.max_seconds = {p.max_seconds} must be positive "
+                         f"and at least min_seconds ({p.min_seconds})",
+                         fix="raise max_seconds (it bounds the whole measurement)")
+    for key in ("connect_timeout_s", "command_timeout_s"):
+        if getattr(profile.remote, key) < 1:
+            raise InputError(f"{where}: remote.{key} must be at least 1 second",
+                             fix=f"set e.g. {key} = 60")
     return profile
 
 
-def load_job_file(path: Path) -> dict[str, Any]:
-    """A job file: the ``compile`` options as TOML keys (CLI flags override them)."""
+def check_overrides(target: TargetProfile) -> None:
+    """A profile after --threads / --batch (or the Python API) changed it."""
+    if isinstance(target.threads, bool) or not isinstance(target.threads, int) or \
+            target.threads < 0:
+        raise InputError(f"--threads {target.threads} must be 0 (the runtime's default) or a "
+                         "positive number of threads", fix="pass e.g. --threads 4, or 0")
+    if isinstance(target.batch, bool) or not isinstance(target.batch, int) or target.batch < 1:
+        raise InputError(f"--batch {target.batch} must be at least 1",
+                         fix="pass e.g. --batch 1 (per-image latency) or --batch 8")
+
+
+# Options whose value, in a job file, may also be a TOML array (or a number): the command
+# line takes them as comma-separated text.
+LIST_OPTIONS = ("mean", "std", "input_size", "search_levels", "search_precisions", "exclude")
+# Integer options for which 0 means something; every other one must be at least 1, and no
+# integer option may be negative.
+ZERO_OK = ("threads", "seed", "dla_core")
+
+
+def option_types(command: Any) -> dict[str, str]:
+    """Option name -> "int" | "float" | "str" | "bool" | "path" | "list", read from a
+    command function's annotations (what typer parses the command line with)."""
+    import types
+    import typing
+
+    kinds: dict[str, str] = {}
+    for name, hint in typing.get_type_hints(command).items():
+        union = isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+        args = [a for a in typing.get_args(hint) if a is not type(None)] if union else [hint]
+        base = args[0] if args else hint
+        if typing.get_origin(base) is list:
+            kinds[name] = "list"
+        elif base in (int, float, str, bool):
+            kinds[name] = base.__name__
+        elif base is Path:
+            kinds[name] = "path"
+    return kinds
+
+
+def _value_problem(key: str, value: Any, kind: str) -> str | None:
+    """What ``value`` should have been, or None when it fits its option."""
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if kind == "bool":
+        return None if isinstance(value, bool) else "true or false"
+    if kind == "int":
+        return None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
+    if kind == "float":
+        return None if number(value) else "a number"
+    if kind == "list":
+        ok = isinstance(value, str) or (isinstance(value, list)
+                                        and all(isinstance(v, str) for v in value))
+        return None if ok else "a string or an array of strings"
+    if key in LIST_OPTIONS:
+        ok = isinstance(value, str) or number(value) or (
+            isinstance(value, list) and all(isinstance(v, str) or number(v) for v in value))
+        return None if ok else "a string, a number or an array of them"
+    if key.endswith("arch_kwargs"):
+        return None if isinstance(value, (str, dict)) else "a table, e.g. {num_classes = 10}"
+    return None if isinstance(value, str) else "a string"
+
+
+def check_option_values(values: dict[str, Any], kinds: dict[str, str], where: str) -> None:
+    """Every value of its option's type (a job file's TOML can hold anything), every number
+    finite, no negative count. ``where`` is "" for the command line, else e.g.
+    "job file job.toml"."""
+    for key, value in values.items():
+        kind = kinds.get(key)
+        if value is None or kind is None:
+            continue
+        flag = f"--{key.replace('_', '-')}"
+        name = f"{where}: {key} = {value!r}" if where else f"{flag} {value}"
+        expected = _value_problem(key, value, kind) if where else None  # typer typed the CLI
+        if expected:
+            raise InputError(f"{name} is {_kind(value)}, not {expected}",
+                             fix=f"write {key} as {expected} (the value {flag} takes)")
+        if kind == "float" and not math.isfinite(value):
+            raise InputError(f"{name} is not a finite number", fix=f"pass a number to {flag}")
+        if kind == "int":
+            low = 0 if key in ZERO_OK else 1
+            if value < low:
+                raise InputError(
+                    f"{name} must be {'>= 0' if low == 0 else 'at least 1'}",
+                    fix=f"pass {flag} a {'non-negative' if low == 0 else 'positive'} integer"
+                    + (" (0 = the runtime's default)" if key == "threads" else ""))
+
+
+def load_job_file(path: Path, kinds: dict[str, str] | None = None) -> dict[str, Any]:
+    """A job file: the ``compile`` options as TOML keys (CLI flags override them); with
+    ``kinds`` (``option_types``), every value is checked against its option's type."""
     if not path.is_file():
         raise InputError(
             f"job file {path} does not exist", fix="pass the path of a TOML job file to --job"
@@ -217,13 +410,20 @@ def load_job_file(path: Path) -> dict[str, Any]:
             f"job file {path} is not valid TOML: {exc}", fix="fix the TOML syntax"
         ) from exc
     except OSError as exc:
+        from edgeprune.oserrors import is_environment
+
+        if is_environment(exc):
+            raise
         raise InputError(f"cannot read job file {path}: {exc.strerror or exc}",
                          fix="check the path and its permissions") from exc
     refuse_named_code(job, f"job file {path}")
+    if kinds is not None:
+        check_option_values(job, kinds, f"job file {path}")
     return job
 
 
-CODE_KEYS = ("arch", "data", "eval_data", "train_data", "prune", "metric")
+# every option whose value may name code; any other key ending in "arch" counts too
+CODE_KEYS = ("arch", "teacher_arch", "data", "eval_data", "train_data", "prune", "metric")
 
 
 def refuse_named_code(values: dict[str, Any], where: str) -> None:
@@ -232,9 +432,10 @@ def refuse_named_code(values: dict[str, Any], where: str) -> None:
     code to run."""
     from edgeprune.zoo import builtin_builder
 
-    for key in CODE_KEYS:
+    for key in dict.fromkeys([*CODE_KEYS, *(k for k in values if k.endswith("arch"))]):
         value = values.get(key)
-        if key == "arch" and isinstance(value, str) and builtin_builder(value) is not None:
+        if key.endswith("arch") and isinstance(value, str) and \
+                builtin_builder(value) is not None:
             continue
         if isinstance(value, str) and ":" in value and not Path(value).exists():
             raise InputError(

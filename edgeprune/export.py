@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgeprune import interrupt
 from edgeprune.errors import StageFailure
 
 INPUT_NAME = "input"
@@ -45,7 +46,9 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, exporter: s
     kwargs: dict[str, Any] = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME]}
     if opset is not None:
         kwargs["opset_version"] = opset
-    with _quiet_exporter(), torch.no_grad():
+    # held: the exporter falls back to other capture strategies when one fails, and an
+    # interrupt inside one can come out as such a failure (see edgeprune.interrupt)
+    with interrupt.held(), _quiet_exporter(), torch.no_grad():
         if exporter == "dynamo":
             kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch")},)
             program = torch.onnx.export(model, (example,), dynamo=True, **kwargs)

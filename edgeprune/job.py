@@ -6,6 +6,7 @@ from typing import Any
 
 import jsonschema
 
+from edgeprune import interrupt
 from edgeprune.errors import EXIT_BUDGET_MISSED, EXIT_OK
 from edgeprune.pipeline import PipelineConfig, RunContext, Stage, run_stages, write_json_atomic
 from edgeprune.report.build import build_report, schema
@@ -44,6 +45,7 @@ def run_compile(config: PipelineConfig, ui: UI) -> tuple[dict[str, Any], int]:
     records = run_stages(build_stages(config), ctx)
     report = build_report(ctx, records)
     jsonschema.validate(report, schema())
+    interrupt.check()
     write_json_atomic(config.out_dir / "report.json", report)
     write_human_reports(report, config.out_dir)  # report.html + summary.md
     return report, EXIT_OK if report["passed"] else EXIT_BUDGET_MISSED
@@ -59,8 +61,13 @@ def run_prune(config: PipelineConfig, ui: UI) -> dict[str, Any]:
     records = run_stages(stages, ctx)
     final = ctx.latest_model_path()
     tmp = config.out_dir / ".pruned.pt.tmp"
-    shutil.copyfile(final, tmp)
-    tmp.replace(config.out_dir / "pruned.pt")
+    try:
+        shutil.copyfile(final, tmp)
+        interrupt.check()
+        tmp.replace(config.out_dir / "pruned.pt")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     prune = ctx.metrics("prune")
     recover = ctx.metrics("recover")
     summary = {

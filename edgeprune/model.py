@@ -111,11 +111,14 @@ def hinted_arch(obj: Mapping[str, Any], path: Path) -> ArchSpec:
     return ArchSpec(target, dict(kwargs), user_named=False)
 
 
-def parse_arch(value: str | None, kwargs_json: str | None) -> ArchSpec | None:
+def parse_arch(value: str | None, kwargs_json: str | Mapping[str, Any] | None
+               ) -> ArchSpec | None:
     """``resnet20`` (a zoo name), or ``pkg.module:callable``; kwargs as a JSON object."""
     if value is None:
         return None
     kwargs: dict[str, Any] = {}
+    if isinstance(kwargs_json, Mapping):  # a job file's TOML table
+        kwargs_json = json.dumps(dict(kwargs_json))
     if kwargs_json:
         try:
             kwargs = json.loads(kwargs_json)
@@ -149,6 +152,8 @@ def read_checkpoint(path: Path, trust_pickle: bool) -> Any:
             warnings.simplefilter("ignore")  # torch warns about old pickle protocols
             return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except pickle.UnpicklingError as exc:
+        if not _pickles_intact(path):  # a cut file can look like any opcode or global
+            raise _unreadable(path, exc) from exc
         found = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:Check the doc|$)", str(exc),
                           re.DOTALL)
         what = " ".join(found.group(1).split()).split(". Please")[0] if found else "objects"
@@ -158,12 +163,62 @@ def read_checkpoint(path: Path, trust_pickle: bool) -> Any:
             fix="save a state_dict instead (torch.save(model.state_dict(), path)) and pass "
             "--arch; or, ONLY if you trust whoever made the file, pass --trust-pickle",
         ) from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise InputError(
-            f"cannot read checkpoint {path}: it is truncated or not a PyTorch file "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",
-            fix="re-save or re-copy the checkpoint (torch.save(model.state_dict(), path))",
-        ) from exc
+    except MemoryError as exc:
+        raise InputError(f"checkpoint {path} asks for more memory than this machine has "
+                         "(a corrupt size field, or a model too large to load here)",
+                         fix="re-save or re-copy the checkpoint") from exc
+    except Exception as exc:  # EOFError, struct.error, IndexError, RuntimeError, BadZipFile...
+        from edgeprune.oserrors import is_environment
+
+        if is_environment(exc):
+            raise
+        if isinstance(exc, InputError):
+            raise
+        raise _unreadable(path, exc) from exc
+
+
+def _unreadable(path: Path, exc: BaseException) -> InputError:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    if isinstance(exc, pickle.UnpicklingError):
+        text = "the pickle stream ends early or is corrupt"
+    return InputError(
+        f"cannot read checkpoint {path}: it is truncated or not a PyTorch file "
+        f"({type(exc).__name__}: {text[:200]})",
+        fix="re-save or re-copy the checkpoint (torch.save(model.state_dict(), path))",
+    )
+
+
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+
+
+def _pickles_intact(path: Path) -> bool:
+    """Whether the pickles torch.load reads from ``path`` are complete (each reaches its
+    STOP opcode): read with ``pickletools`` only, which decodes opcodes and runs nothing.
+    A truncated legacy checkpoint fails weights-only loading with an "unsupported global"
+    made of the bytes where it was cut; that is damage, not pickled code."""
+    import pickletools
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                names = [n for n in archive.namelist() if n.endswith("data.pkl")]
+                if not names:
+                    return False
+                with archive.open(names[0]) as fh:
+                    for _ in pickletools.genops(fh):
+                        pass
+                return True
+        with path.open("rb") as fh:
+            first = list(pickletools.genops(fh))
+            values = [arg for op, arg, _ in first if op.name in ("LONG1", "LONG", "INT")]
+            if values[:1] != [LEGACY_MAGIC]:
+                return True  # a plain pickle, whole: what it names is what it holds
+            for _ in range(3):  # protocol version, system info, the object itself
+                for _ in pickletools.genops(fh):
+                    pass
+        return True
+    except Exception:
+        return False
 
 
 def extract_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
@@ -281,7 +336,18 @@ def load_model(path: Path, arch: ArchSpec | None, trust_pickle: bool) -> LoadedM
         # an edgeprune artifact (e.g. `edgeprune prune` output): rebuilt from its recipe
         arch = arch or hinted_arch(obj, path)
         recipe = {k: obj[k] for k in RECIPE_KEYS if k in obj}
-        return LoadedModel(rebuild_from_artifact(obj, arch, path), arch, file_sha256(path), recipe)
+        try:
+            model = rebuild_from_artifact(obj, arch, path)
+        except InputError:
+            raise
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+            raise InputError(
+                f"{path} is an edgeprune model artifact that does not rebuild "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",
+                fix="use the pruned.pt / model.pt an edgeprune run wrote, unmodified (or "
+                "re-run that command)") from exc
+        check_finite(model, path)
+        return LoadedModel(model, arch, file_sha256(path), recipe)
     if arch is None and isinstance(obj, Mapping) and isinstance(obj.get("arch"), str):
         arch = hinted_arch(obj, path)
     if arch is None:
@@ -294,10 +360,42 @@ def load_model(path: Path, arch: ArchSpec | None, trust_pickle: bool) -> LoadedM
                 fix="pass --arch module:callable (e.g. --arch mypkg.nets:resnet20, or a zoo "
                 "name such as --arch resnet20) and --arch-kwargs if it takes arguments",
             )
+        check_finite(module, path)
         return LoadedModel(module.eval(), None, file_sha256(path))
     model = arch.build()
     load_weights(model, extract_state_dict(obj, path), path, arch.target)
+    check_finite(model, path)
     return LoadedModel(model.eval(), arch, file_sha256(path))
+
+
+# observers' running min/max start at +-inf until calibrated: not weights
+UNCALIBRATED_RANGES = ("min_val", "max_val")
+
+
+def check_finite(model: nn.Module, path: Path) -> None:
+    """Refuse weights with NaN or infinite values, at load (an exporter or a runtime would
+    otherwise fail much later, or give garbage, for a reason nobody would guess)."""
+    bad = []
+    for name, tensor in model.state_dict().items():
+        if not torch.is_floating_point(tensor):
+            continue
+        finite = torch.isfinite(tensor)
+        if name.rsplit(".", 1)[-1] in UNCALIBRATED_RANGES:
+            finite = ~torch.isnan(tensor)
+        count = int((~finite).sum())
+        if count:
+            kinds = [k for k, m in (("NaN", torch.isnan(tensor)),
+                                    ("inf", torch.isinf(tensor))) if bool(m.any())]
+            bad.append((name, count, "/".join(kinds)))
+    if bad:
+        total = sum(n for _, n, _ in bad)
+        where = "; ".join(f"{n} in {name} ({kinds})" for name, n, kinds in bad[:3])
+        more = f"; and {len(bad) - 3} more tensors" if len(bad) > 3 else ""
+        raise InputError(
+            f"the weights in {path} are not finite: {total} values are NaN or infinite "
+            f"({where}{more})",
+            fix="the checkpoint is corrupt or its training diverged: save it again from a "
+            "good epoch (check torch.isfinite on its tensors)")
 
 
 def count_params(model: nn.Module) -> int:

@@ -22,11 +22,18 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from edgeprune import __version__
-from edgeprune.config import Budget, TargetProfile
+from edgeprune import __version__, interrupt
+from edgeprune.config import Budget, TargetProfile, check_overrides
 from edgeprune.data.preprocess import Preprocess
-from edgeprune.data.splits import DataOptions, Splits, Subset, materialize, resolve_splits
-from edgeprune.errors import InputError
+from edgeprune.data.splits import (
+    DataOptions,
+    Splits,
+    Subset,
+    check_output_outside_data,
+    materialize,
+    resolve_splits,
+)
+from edgeprune.errors import DeviceRequired, InputError
 from edgeprune.export import ParityTolerance
 from edgeprune.model import ArchSpec
 from edgeprune.ui import UI
@@ -59,6 +66,13 @@ class PipelineConfig:
     teacher: Any = None  # TeacherSpec when --teacher names a distillation teacher
     fresh: bool = False
     command: list[str] = field(default_factory=list)
+    wait_lock: bool = False  # another run holds OUT/.lock: wait instead of exiting 2
+
+    def __post_init__(self) -> None:
+        # values that passed their own parsers but not together: the command line's
+        # --threads/--batch over a profile, an output folder inside the data
+        check_overrides(self.target)
+        check_output_outside_data(self.out_dir, self.data)
 
 
 class Stage(Protocol):
@@ -163,15 +177,19 @@ def check_output_dir(out_dir: Path) -> None:
     while not probe_dir.exists():
         probe_dir = probe_dir.parent
     if not probe_dir.is_dir() or not os.access(probe_dir, os.W_OK | os.X_OK):
+        read_only = probe_dir.is_dir() and bool(os.statvfs(probe_dir).f_flag & os.ST_RDONLY)
+        why = ("is not a directory" if not probe_dir.is_dir() else
+               "is on a read-only file system" if read_only else "denies write access")
         raise InputError(
-            f"output directory {out_dir} is not writable ({probe_dir} "
-            f"{'is not a directory' if not probe_dir.is_dir() else 'denies write access'})",
+            f"output directory {out_dir} is not writable ({probe_dir} {why})",
             fix="pass --out with a directory you can write to",
         )
 
 
 def run_stages(stages: Sequence[Stage], ctx: RunContext) -> list[StageRecord]:
-    """Run (or reuse) each stage in order."""
+    """Run (or reuse) each stage in order. A problem of the machine (full disk, permission
+    denied, ...) comes out as an ``OSError`` the CLI reports with the path and the fix,
+    whatever library met it."""
     out = ctx.config.out_dir
     created = not out.exists()
     try:
@@ -186,6 +204,7 @@ def _run_all(stages: Sequence[Stage], ctx: RunContext) -> list[StageRecord]:
     out = ctx.config.out_dir
     upstream = ""
     for index, stage in enumerate(stages, start=1):
+        interrupt.check()  # an interrupt a library swallowed stops the run here
         key = stage_key(stage, ctx, upstream)
         final_dir = out / f"{index:02d}-{stage.name}"
         cached = _cached_metrics(final_dir, key) if not ctx.config.fresh else None
@@ -215,6 +234,7 @@ def _run_one(stage: Stage, ctx: RunContext, index: int, key: str, final_dir: Pat
     out.mkdir(parents=True, exist_ok=True)
     workdir = out / f".{final_dir.name}.partial"
     shutil.rmtree(workdir, ignore_errors=True)
+    shutil.rmtree(out / f".{final_dir.name}.trash", ignore_errors=True)
     workdir.mkdir()
     # Later stages look artifacts up through the record: point it at the work folder
     # while the stage runs, then at the final folder.
@@ -222,24 +242,56 @@ def _run_one(stage: Stage, ctx: RunContext, index: int, key: str, final_dir: Pat
     started = time.perf_counter()
     try:
         metrics = stage.run(ctx, workdir)
-    except BaseException:
+        seconds = time.perf_counter() - started
+        status = "skipped" if metrics.get("skipped") else "ran"
+        metrics = {"stage": stage.name, "key": key, "status": status, "seconds": seconds,
+                   **metrics}
+        write_json_atomic(workdir / METRICS, metrics)
+        # a stage that saw an interrupt is not committed, even when it finished: a library
+        # may have taken another path after losing the KeyboardInterrupt
+        interrupt.check()
+        _replace_dir(workdir, final_dir)
+    except BaseException as exc:
+        cause = None
+        if not isinstance(exc, (KeyboardInterrupt, InputError, DeviceRequired)) and \
+                not interrupt.interrupted():
+            from edgeprune.oserrors import environment_error
+
+            cause = environment_error(exc, out)  # before the clean-up frees the space
+        if interrupt.interrupted():
+            interrupt.stopping()  # let the clean-up finish
         shutil.rmtree(workdir, ignore_errors=True)
         del ctx.records[stage.name]
+        if cause is not None:
+            raise cause from exc
         raise
-    seconds = time.perf_counter() - started
-    status = "skipped" if metrics.get("skipped") else "ran"
-    metrics = {"stage": stage.name, "key": key, "status": status, "seconds": seconds, **metrics}
-    write_json_atomic(workdir / METRICS, metrics)
-    shutil.rmtree(final_dir, ignore_errors=True)
-    workdir.rename(final_dir)
     return StageRecord(index, stage.name, status, seconds, metrics, final_dir)
+
+
+def _replace_dir(new: Path, final: Path) -> None:
+    """Put a finished stage folder in place. An older one is first renamed away (one
+    atomic step) and deleted after, so an interruption never leaves a stage folder that
+    has its metrics.json but lost some of its artifacts."""
+    if final.exists():
+        trash = final.with_name(f".{final.name}.trash")
+        shutil.rmtree(trash, ignore_errors=True)
+        final.rename(trash)
+        new.rename(final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        new.rename(final)
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
     """Write JSON through a temporary file and a rename: never a half-written file."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
-    tmp.replace(path)
+    text = json.dumps(payload, indent=2, default=_json_default) + "\n"
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _json_default(value: Any) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import resource
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,9 @@ COMMANDS = {"profile": profile, "predict": predict}
 
 
 def main(argv: list[str]) -> int:
+    # Ctrl-C reaches the whole process group: the profiler just stops (no traceback); the
+    # pipeline that started it reports the interrupt
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     if len(argv) != 2 or argv[0] not in COMMANDS:
         print("usage: python -m edgeprune.runner profile|predict REQUEST.json",
               file=sys.stderr)

@@ -36,6 +36,29 @@ def run_cli(*args: str | Path, timeout: int = 600, env: dict | None = None) -> C
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
 
+def run_cli_here(*args: str | Path) -> CliResult:
+    """The same CLI (typer app, error handling, exit code) run in this process: for input
+    errors found before or at the load stage, milliseconds instead of a new interpreter
+    importing PyTorch (1.5 s). Cases about processes -- code a file names, locks, signals,
+    the machine's limits -- use ``run_cli``. ``EDGEPRUNE_TEST_SUBPROCESS=1`` runs these
+    through ``run_cli`` too (the real command, one process per case)."""
+    if os.environ.get("EDGEPRUNE_TEST_SUBPROCESS") == "1":
+        return run_cli(*args)
+    import traceback
+
+    from typer.testing import CliRunner
+
+    from edgeprune.cli import app
+
+    argv = [str(a) for a in args]
+    assert "--json" not in argv, "--json redirects this process's stdout: use run_cli"
+    result = CliRunner().invoke(app, argv)
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(result.exception))
+    return CliResult(result.exit_code, result.stdout, stderr)
+
+
 @pytest.fixture(scope="session")
 def fashion_dir() -> Path:
     if not (FASHION / "t10k-images-idx3-ubyte.gz").is_file():
@@ -80,3 +103,14 @@ def tiny_state_dict(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.save({"state_dict": {f"module.{k}": v for k, v in fashion_cnn().state_dict().items()}},
                path)
     return path
+
+
+@pytest.fixture
+def compile_args(fashion_small: Path, tmp_path: Path):
+    """``compile`` arguments for a quick run of the fashion CNN on 600 real images (50
+    calibration images, 20 timed iterations), output in tmp_path/out."""
+    def make(model: Path, *extra: str | Path, out: Path | None = None) -> list:
+        return ["compile", model, "--arch", "fashion_cnn", "--data", fashion_small,
+                *FASHION_ARGS, "--calib-size", "50", "--iterations", "20",
+                "--out", out or tmp_path / "out", *extra]
+    return make

@@ -9,12 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FASHION_ARGS, CliResult, run_cli
+from tests.conftest import CliResult, run_cli
+
+LEFTOVERS = (".partial", ".tmp", ".trash", ".lock")
 
 
 def assert_input_error(result: CliResult, *needles: str) -> None:
     assert result.code == 2, (result.code, result.stderr)
     assert "Traceback" not in result.stderr
+    assert "internal error" not in result.stderr, result.stderr
     assert "error:" in result.stderr and "fix:" in result.stderr, result.stderr
     for needle in needles:
         assert needle.lower() in result.stderr.lower(), (needle, result.stderr)
@@ -24,12 +27,23 @@ def assert_nothing_written(out: Path) -> None:
     assert not out.exists() or not any(out.iterdir()), sorted(out.rglob("*"))
 
 
-@pytest.fixture
-def compile_args(fashion_small: Path, tmp_path: Path):
-    def make(model: Path, *extra: str, out: Path | None = None) -> list:
-        return ["compile", model, "--arch", "fashion_cnn", "--data", fashion_small,
-                *FASHION_ARGS, "--calib-size", "50", "--out", out or tmp_path / "out", *extra]
-    return make
+def assert_no_leftovers(out: Path) -> None:
+    """Nothing half-written: no stage's .partial folder, temporary file or lock file."""
+    left = [p for p in out.rglob("*") if p.name.endswith(LEFTOVERS) or ".trash" in p.name] \
+        if out.exists() else []
+    assert not left, left
+
+
+def assert_bad_input(result: CliResult, out: Path, *needles: str,
+                     marker: Path | None = None) -> None:
+    """The whole contract of a bad input: exit 2, one error/fix paragraph, no traceback,
+    nothing written (so no half-written stage, no lock file left), and -- for inputs that
+    name code -- no marker file (the code never ran)."""
+    assert_input_error(result, *needles)
+    assert_nothing_written(out)
+    if marker is not None:
+        assert not marker.exists(), f"{marker} exists: code ran"
+
 
 
 def test_missing_model_file(compile_args, tmp_path: Path) -> None:

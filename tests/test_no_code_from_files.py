@@ -74,6 +74,7 @@ def test_builtin_hint_still_loads(fashion_small: Path, fashion_ckpt: Path,
     ("data", "os:getcwd"),
     ("train_data", "edgeprune.pipeline:os.listdir"),
     ("prune", "os:system"),
+    ("teacher_arch", "os:system"),  # any option naming an architecture
 ])
 def test_job_file_cannot_name_code(key: str, value: str, fashion_small: Path,
                                    fashion_ckpt: Path, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ OpenVINO's default hint is bf16, so an unhinted "fp32" model silently runs in bf
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -155,6 +156,20 @@ def _quantize_with_accuracy_control(model: ov.Model, samples: list[np.ndarray], 
     }
 
 
+def _stable_names(model: ov.Model) -> None:
+    """Name the operations OpenVINO named itself by their place in the graph. Its names
+    come from one counter per process (``Constant_6538``), so the same model compiled after
+    other models in the process -- a resumed run compiles without the baseline before it --
+    would otherwise get another IR (other names, another size)."""
+    for index, op in enumerate(model.get_ordered_ops()):
+        name = op.get_friendly_name()
+        if AUTO_NAME.fullmatch(name) and name.startswith(op.get_type_name() + "_"):
+            op.set_friendly_name(f"{op.get_type_name()}_n{index}")
+
+
+AUTO_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*_\d+")
+
+
 def _count_ops(model: ov.Model, type_name: str) -> int:
     """Count graph operations of one type (e.g. FakeQuantize inserted by NNCF)."""
     return sum(1 for op in model.get_ops() if op.get_type_name() == type_name)
@@ -274,6 +289,7 @@ class OpenVINOBackend:
             details.update(quant)
         details["fake_quantize_nodes"] = _count_ops(model, "FakeQuantize")
         request.out_dir.mkdir(parents=True, exist_ok=True)
+        _stable_names(model)
         ov.save_model(model, str(request.out_dir / "model.xml"), compress_to_fp16=False)
         return CompileResult(
             artifact="model.xml",

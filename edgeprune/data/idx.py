@@ -25,6 +25,10 @@ def read_idx(path: str | Path) -> np.ndarray:
         with opener(path, "rb") as fh:
             raw = fh.read()
     except (OSError, EOFError) as exc:
+        from edgeprune.oserrors import is_environment
+
+        if is_environment(exc):
+            raise
         raise InputError(
             f"cannot read IDX file {path}: {exc}",
             fix="check that the file is a complete MNIST-style IDX file (re-download or "

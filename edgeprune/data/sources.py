@@ -2,6 +2,16 @@
 
 Every source exposes the same tiny interface (length, stable sample ids, labels, raw
 images) so splits, manifests and preprocessing never care where pixels come from.
+
+What a source accepts is checked when it is opened (arrays) or read (callable items), so
+a wrong layout is an input error naming the file, never a crash later:
+
+- images: ``(N, H, W)`` or ``(N, H, W, C)`` with C = 1, 3 or 4; integer pixels in
+  [0, 255] (uint8, or any integer type within that range), or float pixels in [0, 1]
+  (the same scale ``--mean``/``--std`` are given on); anything else is refused;
+- labels: one class index per image, integers >= 0 (floats only when every value is a
+  whole number); strings, booleans, NaN or fractions are refused. Labels beyond the
+  model's outputs are refused by the load stage, which knows the model.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ from PIL import Image, UnidentifiedImageError
 
 from edgeprune.data.idx import read_idx
 from edgeprune.errors import InputError
+from edgeprune.oserrors import is_environment
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
@@ -42,6 +53,16 @@ class ArraySource:
     preprocessed = False
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, description: str, prefix: str):
+        images, labels = np.asarray(images), np.asarray(labels)
+        if labels.ndim == 2 and labels.shape[1] == 1:
+            labels = labels[:, 0]
+        if images.ndim == 0 or labels.ndim != 1:
+            raise InputError(
+                f"{description}: labels have shape {labels.shape}, not (N,) class indices"
+                if images.ndim else f"{description}: images is a single value, not an array",
+                fix="save one integer class index per image (not one-hot vectors), e.g. "
+                "labels=y.argmax(1)" if images.ndim else "save images as an (N, H, W[, C]) "
+                "array")
         if len(images) != len(labels):
             raise InputError(
                 f"{description}: {len(images)} images but {len(labels)} labels",
@@ -49,8 +70,8 @@ class ArraySource:
             )
         if len(images) == 0:
             raise InputError(f"{description} holds no images", fix="pass a non-empty dataset")
-        self.images = images
-        self.labels = labels.astype(np.int64)
+        self.images = check_images(images, description)
+        self.labels = check_labels(labels, description)
         self.description = description
         self._prefix = prefix
 
@@ -108,6 +129,8 @@ class ImageFolderSource:
                 img.load()
                 return np.asarray(img.convert("RGB"))
         except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
+            if is_environment(exc):
+                raise
             raise InputError(
                 f"cannot read image {path}: {exc}",
                 fix="remove or replace the corrupt file (every image in the data directory "
@@ -116,40 +139,165 @@ class ImageFolderSource:
 
 
 class CallableSource:
-    """A user dataset: items are (image, label) with image a PIL image, HWC uint8 array,
-    or a model-ready float CHW tensor (then our preprocessing is skipped)."""
+    """A user dataset: items are (image, label) with image a PIL image, an HW/HWC integer
+    array in [0, 255], or a model-ready float CHW tensor/array (then our preprocessing is
+    skipped), and label an integer class index."""
 
     def __init__(self, dataset: Sequence[Any], description: str):
         self.dataset = dataset
         self.description = description
         try:
-            first = dataset[0]
+            self._len = len(dataset)
         except Exception as exc:
             raise InputError(
-                f"{description}: cannot read item 0 ({type(exc).__name__}: {exc})",
-                fix="the callable must return a non-empty dataset of (image, label) pairs",
+                f"{description} returned {type(dataset).__name__}, which has no length",
+                fix="return a dataset with __len__ and __getitem__ (a list of (image, label) "
+                "pairs, or a torch Dataset)") from exc
+        if self._len == 0:
+            raise InputError(f"{description} returned an empty dataset",
+                             fix="return a non-empty dataset of (image, label) pairs")
+        self.preprocessed = _is_float_tensor(self._item(0)[0])
+
+    def _item(self, index: int) -> tuple[Any, Any]:
+        try:
+            item = self.dataset[index]
+        except InputError:
+            raise
+        except Exception as exc:
+            raise InputError(
+                f"{self.description}: cannot read item {index} ({type(exc).__name__}: {exc})",
+                fix="the callable must return a dataset of (image, label) pairs",
             ) from exc
-        self.preprocessed = _is_float_tensor(first[0])
+        if not isinstance(item, (tuple, list)) or len(item) != 2:
+            what = (f"a {len(item)}-element {type(item).__name__}"
+                    if isinstance(item, (tuple, list)) else type(item).__name__)
+            raise InputError(
+                f"{self.description}: item {index} is {what}, not an (image, label) pair",
+                fix="make the dataset's __getitem__ return (image, label)")
+        return item[0], item[1]
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return self._len
 
     def sample_id(self, index: int) -> str:
         return str(index)
 
     def label(self, index: int) -> int:
-        return int(self.dataset[index][1])
+        return label_value(self._item(index)[1], f"{self.description}: item {index}")
 
     def image(self, index: int) -> np.ndarray:
-        item = self.dataset[index][0]
+        item = self._item(index)[0]
+        where = f"{self.description}: item {index}"
         if isinstance(item, Image.Image):
             return np.asarray(item.convert("RGB") if item.mode not in ("L", "RGB") else item)
-        return np.asarray(item.numpy() if hasattr(item, "numpy") else item)
+        if hasattr(item, "numpy") and hasattr(item, "dtype"):
+            item = item.detach().cpu().numpy() if hasattr(item, "detach") else item.numpy()
+        if not isinstance(item, np.ndarray):
+            raise InputError(
+                f"{where}: the image is {type(item).__name__}, not a PIL image, array or "
+                "tensor", fix="return (image, label) with image a PIL image, an HxWxC uint8 "
+                "array or a float CHW tensor")
+        if self.preprocessed:
+            if not _is_float_tensor(item) or item.ndim != 3 or not np.isfinite(item).all():
+                raise InputError(
+                    f"{where}: the image is {item.dtype} {item.shape}, but item 0 was a "
+                    "model-ready float CHW tensor, so every item must be one (finite)",
+                    fix="return the same kind of image for every item")
+            return item
+        if item.ndim not in (2, 3):
+            raise InputError(f"{where}: the image has shape {item.shape}, not HxW or HxWxC",
+                             fix="return one image per item")
+        return check_images(item[None], where)[0]
 
 
 def _is_float_tensor(item: Any) -> bool:
     dtype = getattr(item, "dtype", None)
     return dtype is not None and "float" in str(dtype)
+
+
+def check_images(images: np.ndarray, description: str) -> np.ndarray:
+    """(N, H, W[, C]) pixels: integers in [0, 255] (returned as uint8) or floats in [0, 1]
+    (returned as float32); see the module docstring."""
+    shape = images.shape
+    if images.ndim == 2:
+        side = round(float(np.sqrt(shape[1])))
+        hint = (f"e.g. images.reshape(-1, {side}, {side})" if side * side == shape[1] else
+                "e.g. images.reshape(-1, H, W)")
+        raise InputError(f"{description}: images have shape {shape}: flat vectors, not "
+                         "(N, H, W[, C]) images", fix=f"reshape them to (N, H, W[, C]) before "
+                         f"saving, {hint}")
+    if images.ndim == 4 and shape[1] in (1, 3) and shape[3] not in (1, 3, 4):
+        raise InputError(f"{description}: images have shape {shape}: channels first (N, C, H, "
+                         "W), but edgeprune reads (N, H, W, C)",
+                         fix="save images.transpose(0, 2, 3, 1)")
+    if images.ndim not in (3, 4) or (images.ndim == 4 and shape[3] not in (1, 3, 4)):
+        raise InputError(f"{description}: images have shape {shape}, not (N, H, W) or (N, H, "
+                         "W, C) with C = 1, 3 or 4", fix="save images as N×H×W(×C) pixels")
+    kind = images.dtype.kind
+    if kind == "u" and images.dtype.itemsize == 1:
+        return images
+    if kind in "iu":
+        low, high = int(images.min()), int(images.max())
+        if low < 0 or high > 255:
+            raise InputError(
+                f"{description}: {images.dtype} pixel values go from {low} to {high}, outside "
+                "[0, 255]", fix="save 8-bit pixels (uint8, 0-255), e.g. (x / x.max() * 255)"
+                ".round().astype(np.uint8); or floats in [0, 1]")
+        return images.astype(np.uint8)
+    if kind == "f":
+        finite = np.isfinite(images)
+        if not finite.all():
+            raise InputError(f"{description}: {int((~finite).sum())} pixel values are NaN or "
+                             "infinite", fix="fix or drop those images")
+        low, high = float(images.min()), float(images.max())
+        if low < 0 or high > 1:
+            scaled = "0-255 pixel values" if high <= 255 and low >= 0 else "already normalized"
+            raise InputError(
+                f"{description}: float pixel values go from {low:g} to {high:g}; edgeprune "
+                f"reads float images as pixels in [0, 1] (these look {scaled})",
+                fix="save uint8 pixels (0-255), or floats divided by 255 into [0, 1]; do not "
+                "normalize them yourself: pass --mean/--std")
+        return images.astype(np.float32, copy=False)
+    raise InputError(f"{description}: images are of type {images.dtype}, not pixel numbers",
+                     fix="save images as uint8 (0-255) or float (0-1) arrays")
+
+
+def check_labels(labels: np.ndarray, description: str) -> np.ndarray:
+    """One integer class index >= 0 per image, as int64 (see the module docstring)."""
+    kind = labels.dtype.kind
+    if kind in "USO":
+        example = labels[0].item() if len(labels) else ""
+        what = "Python objects" if kind == "O" else "strings"
+        raise InputError(f"{description}: labels are {what} (e.g. {example!r}), not class "
+                         "indices", fix="map class names to integers 0..N-1 in the order the "
+                         "model was trained with, and save those")
+    if kind == "b" or kind not in "iuf":
+        raise InputError(f"{description}: labels are of type {labels.dtype}, not integer "
+                         "class indices", fix="save labels as integers 0..N-1")
+    if kind == "f":
+        bad = ~np.isfinite(labels) | (labels != np.round(labels))
+        if bad.any():
+            index = int(np.flatnonzero(bad)[0])
+            raise InputError(f"{description}: {int(bad.sum())} labels are not whole numbers "
+                             f"(e.g. label {index} is {labels[index]!r})",
+                             fix="save integer class indices (labels.astype(int) would "
+                             "truncate them silently: check where they came from)")
+    if (labels < 0).any():
+        index = int(np.flatnonzero(labels < 0)[0])
+        raise InputError(f"{description}: {int((labels < 0).sum())} labels are negative (e.g. "
+                         f"label {index} is {labels[index]!r})",
+                         fix="labels must be class indices 0..N-1: drop unlabeled (-1) images "
+                         "or map them to their class")
+    return labels.astype(np.int64)
+
+
+def label_value(value: Any, where: str) -> int:
+    """One label from a dataset item: an integer class index >= 0."""
+    array = np.asarray(value.detach().cpu() if hasattr(value, "detach") else value)
+    if array.size != 1:
+        raise InputError(f"{where}: the label has shape {array.shape}, not one class index",
+                         fix="return (image, label) with label an integer class index")
+    return int(check_labels(array.reshape(1), where)[0])
 
 
 def idx_pair(root: Path, stem: str) -> ArraySource | None:
@@ -176,9 +324,13 @@ def npz_source(path: Path) -> ArraySource:
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError, EOFError) as exc:
+    except Exception as exc:  # BadZipFile, a CRC error, object arrays, ...
+        if is_environment(exc):
+            raise
         raise InputError(
-            f"cannot read {path} as .npz: {exc}", fix="pass a valid numpy .npz file"
+            f"cannot read {path} as .npz ({type(exc).__name__}: {exc})",
+            fix="pass a complete numpy .npz file (np.savez(path, images=..., labels=...)); "
+            "object arrays are refused (they would unpickle code)",
         ) from exc
     images = arrays.get("images", arrays.get("x"))
     labels = arrays.get("labels", arrays.get("y"))

@@ -84,6 +84,22 @@ class Splits:
     train: Subset  # what recovery / QAT train on: never an evaluation image
 
 
+def check_output_outside_data(out_dir: Path, options: DataOptions) -> None:
+    """Refuse an output folder that is a data folder or inside one: its stage folders would
+    become image classes (ImageFolder) or files among the data."""
+    out = Path(out_dir).resolve()
+    for flag, spec in (("--data", options.data), ("--eval-data", options.eval_data),
+                       ("--train-data", options.train_data)):
+        if not spec or not Path(spec).is_dir():
+            continue
+        root = Path(spec).resolve()
+        if out == root or root in out.parents:
+            raise InputError(
+                f"--out {out_dir} is inside the {flag} folder {spec}: the run's folders would "
+                "be read as part of the data (an extra class)",
+                fix=f"pass an --out outside {spec}, e.g. --out {root.parent / 'out'}")
+
+
 def open_source(spec: str, split: str) -> tuple[Source, Source | None]:
     """One data spec → (this split's source, the other split if the spec holds both)."""
     path = Path(spec)
@@ -188,13 +204,27 @@ def iter_batches(
     on_batch: Callable[[int], None] | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Preprocessed (images float32 NCHW, labels int64) batches, in manifest order."""
+    first: tuple[str, tuple[int, ...]] | None = None
     for start in range(0, len(subset), batch_size):
         chunk = subset.indices[start : start + batch_size]
         images = [_prepare(subset.source, int(i), preprocess) for i in chunk]
         labels = np.asarray([subset.source.label(int(i)) for i in chunk], dtype=np.int64)
+        first = first or (subset.source.sample_id(int(chunk[0])), images[0].shape)
+        for i, image in zip(chunk, images, strict=True):
+            if image.shape != first[1]:
+                raise InputError(
+                    f"{subset.source.description}: images have different sizes: "
+                    f"{first[0]} is {_size(first[1])} but {subset.source.sample_id(int(i))} "
+                    f"is {_size(image.shape)} (after preprocessing)",
+                    fix="pass --input-size HxW (the model's input; add --resize to keep the "
+                    "aspect ratio with a center crop) so every image is resized to it")
         if on_batch:
             on_batch(len(chunk))
         yield np.stack(images), labels
+
+
+def _size(chw: tuple[int, ...]) -> str:
+    return f"{chw[1]}x{chw[2]}" + (f" with {chw[0]} channels" if len(chw) == 3 else "")
 
 
 def _prepare(source: Source, index: int, preprocess: Preprocess) -> np.ndarray:

@@ -20,6 +20,7 @@ reference report kept in the repository.
 from __future__ import annotations
 
 import json
+import math
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -75,8 +76,51 @@ def load_report(path: Path) -> dict[str, Any]:
         raise InputError(f"{file} is an incomplete edgeprune report (missing "
                          f"{', '.join(missing)})",
                          fix="pass a report.json written by a finished `edgeprune compile`")
+    _check_fields(report, file)
     report.setdefault("_source", str(file))
     return report
+
+
+def _number(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+# what the comparison reads, and the type it must have (None is allowed where noted)
+_FIELDS: list[tuple[str, str]] = [
+    ("final.accuracy", "number?"), ("final.latency_ms", "table?"),
+    ("final.accuracy_samples", "integer?"), ("final.size_bytes", "integer?"),
+    ("final.flops", "integer?"), ("final.params", "integer?"),
+    ("final.precision", "string?"), ("final.accuracy_runtime", "string?"),
+    ("final.runtime", "table?"), ("final.runtime.effective_precision", "string?"),
+    ("budget.percentile", "string?"), ("target.name", "string?"),
+    ("target.backend", "string?"), ("model", "table?"), ("model.arch", "string?"),
+    ("environment", "table?"), ("environment.commit", "string?"),
+    ("environment.cpu", "string?"), ("data", "table?"), ("data.eval", "table?"),
+    ("data.eval.ids_sha256", "string?"), ("passed", "boolean?"),
+    ("created_at", "string?"),
+] + [(f"final.latency_ms.{p}", "number?") for p in PERCENTILES]
+
+
+def _check_fields(report: dict[str, Any], file: Path) -> None:
+    checks = {"number": _number,
+              "integer": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+              "string": lambda v: isinstance(v, str), "table": lambda v: isinstance(v, dict),
+              "boolean": lambda v: isinstance(v, bool)}
+    for dotted, kind in _FIELDS:
+        value: Any = report
+        for part in dotted.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is None and kind.endswith("?"):
+            continue
+        if not checks[kind.rstrip("?")](value):
+            want = {"number": "a finite number", "integer": "a non-negative integer",
+                    "string": "a string", "table": "an object",
+                    "boolean": "true or false"}[kind.rstrip("?")]
+            raise InputError(
+                f"{file}: {dotted} is {json.dumps(value)[:60]}, not {want}",
+                fix="pass a report.json as `edgeprune compile` wrote it (this one was edited "
+                "or damaged); re-run the compile to get a new one")
 
 
 def _side(report: dict[str, Any], percentile: str) -> dict[str, Any]:
@@ -110,9 +154,12 @@ def compare_reports(a: dict[str, Any], b: dict[str, Any], max_accuracy_drop: flo
                     ) -> dict[str, Any]:
     """Candidate ``b`` against reference ``a`` (both report.json dicts). Ratios are B / A;
     ``accuracy_change`` is B − A in top-1 points. ``passed`` is true with no regressions."""
-    if max_accuracy_drop < 0 or max_latency_increase < 0:
-        raise InputError("--max-accuracy-drop and --max-latency-increase must be >= 0",
-                         fix="e.g. --max-accuracy-drop 0.5 --max-latency-increase 0.10")
+    for flag, value in (("--max-accuracy-drop", max_accuracy_drop),
+                        ("--max-latency-increase", max_latency_increase)):
+        if not _number(value) or value < 0:
+            raise InputError(f"{flag} {value} must be a finite number >= 0 (a NaN or negative "
+                             "tolerance would disable or invert the check)",
+                             fix="e.g. --max-accuracy-drop 0.5 --max-latency-increase 0.10")
     pa, pb = (r.get("budget", {}).get("percentile") for r in (a, b))
     if percentile is None:
         if pa != pb:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgeprune import interrupt
 from edgeprune.backends import get_backend
 from edgeprune.backends.base import CompileRequest, batches
 from edgeprune.errors import DeviceRequired, StageFailure
@@ -33,6 +34,7 @@ def torch_predictions(model: nn.Module, images: np.ndarray, ctx: RunContext,
             x = torch.from_numpy(chunk).contiguous(memory_format=torch.channels_last)
             preds.append(model(x).argmax(1).numpy())
             advance(len(chunk))
+            interrupt.check()
     return np.concatenate(preds)
 
 
@@ -219,6 +221,7 @@ def target_predictions(ctx: RunContext, artifact: Path, precision: str, images: 
         for chunk in batches(images, c.eval_batch):
             preds.append(session.run(chunk).argmax(1))
             advance(len(chunk))
+            interrupt.check()
     return np.concatenate(preds), session.runtime_info()
 
 

@@ -124,12 +124,11 @@ class LoadStage:
                 fix="pass --input-size so every split is resized to the model's input size",
             )
         outputs = _probe_outputs(loaded.model, eval_x[:2], c.model_path)
-        if int(eval_y.max()) >= outputs:
-            raise InputError(
-                f"labels go up to {int(eval_y.max())} but the model has {outputs} outputs",
-                fix="check that --data matches the model's classes (or --arch-kwargs "
-                "num_classes)",
-            )
+        _check_labels(splits.eval, eval_y, outputs)
+        _check_labels(splits.calibration, ctx.arrays("calibration")[1], outputs)
+        if c.recover is not None or c.quantize is not None:  # training reads every label
+            _check_labels(splits.train, splits.train.labels(), outputs)
+        _check_exclude(loaded.model, c)
         warnings = _check_training(ctx, outputs)
         if c.teacher is not None:
             teacher = load_model(c.teacher.path, c.teacher.arch, c.trust_pickle)
@@ -188,16 +187,64 @@ def _check_training(ctx: RunContext, classes: int) -> list[str]:
     return list(dict.fromkeys(warnings))
 
 
+def _check_labels(subset: Subset, labels: np.ndarray, outputs: int) -> None:
+    """Every label a class index of this model: 0 <= label < outputs."""
+    bad = (labels < 0) | (labels >= outputs)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise InputError(
+            f"{subset.source.description}: {int(bad.sum())} {subset.role} labels are outside "
+            f"the model's classes 0-{outputs - 1} (e.g. {subset.ids()[first]!r} has label "
+            f"{int(labels[first])}; labels span {int(labels.min())}..{int(labels.max())})",
+            fix="check that the data matches the model's classes (or --arch-kwargs "
+            "num_classes); labels must be class indices 0..N-1",
+        )
+
+
+def _check_exclude(model: nn.Module, config: Any) -> None:
+    """Every --exclude names a layer (or a block of layers) of the model."""
+    exclude = list(getattr(getattr(config.prune, "options", None), "exclude", None) or [])
+    if not exclude:
+        return
+    import difflib
+
+    names = [n for n, _ in model.named_modules() if n]
+    for entry in exclude:
+        if any(n == entry or n.startswith(entry + ".") for n in names):
+            continue
+        layers = [n for n, m in model.named_modules()
+                  if isinstance(m, (nn.Conv2d, nn.Linear, nn.Conv1d, nn.Conv3d))]
+        close = difflib.get_close_matches(entry, names, n=3)
+        listing = ", ".join(layers[:12]) + (f" ... ({len(layers)} in all)"
+                                            if len(layers) > 12 else "")
+        raise InputError(
+            f"--exclude {entry}: the model has no layer of that name"
+            + (f" (did you mean {' or '.join(close)}?)" if close else ""),
+            fix=f"pass module names as in model.named_modules(); its layers: {listing}",
+        )
+
+
 def _probe_outputs(model: nn.Module, sample: np.ndarray, path: Path) -> int:
     try:
         with torch.no_grad():
             out = model.eval()(torch.from_numpy(sample))
-    except RuntimeError as exc:
+    except (InputError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else ""
         raise InputError(
             f"the model from {path} fails on inputs of shape {tuple(sample.shape)}: "
-            f"{str(exc).splitlines()[0]}",
-            fix="set --input-size/--channels to what the model was trained on",
+            f"{type(exc).__name__}: {first[:300]}",
+            fix="set --input-size/--channels to what the model was trained on (or debug the "
+            "architecture's forward)",
         ) from exc
+    except SystemExit as exc:
+        raise InputError(f"the model from {path} called sys.exit({exc.code}) in forward",
+                         fix="fix the architecture's forward") from exc
+    if not isinstance(out, torch.Tensor):
+        raise InputError(
+            f"the model returns {type(out).__name__}, not a tensor of logits (batch, classes)",
+            fix="edgeprune compiles classifiers: wrap the model so forward returns the logits")
     if out.ndim != 2:
         raise InputError(
             f"the model returns shape {tuple(out.shape)}, not (batch, classes)",
