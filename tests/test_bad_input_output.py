@@ -150,7 +150,10 @@ def test_too_many_open_files(compile_args, fashion_ckpt: Path, tmp_path: Path) -
 def test_second_run_on_the_same_output_exits_2_or_waits(compile_args, fashion_ckpt: Path,
                                                         tmp_path: Path) -> None:
     out = tmp_path / "out"
-    args = compile_args(fashion_ckpt, "--quiet", "--target", "onnxruntime-cpu", out=out)
+    # a long latency loop keeps the first run busy while the second starts, however slow
+    # the machine (the later --iterations wins over compile_args' 20)
+    args = compile_args(fashion_ckpt, "--quiet", "--target", "onnxruntime-cpu",
+                        "--iterations", "200000", out=out)
     first = _start(args)
     try:
         _wait_for(lambda: (out / "01-load").is_dir() or first.poll() is not None)
