@@ -14,9 +14,10 @@ Phases (each cell is one measured run, saved as soon as it finishes; re-running 
   with the same E; Torch-Pruning L1 (block-internal channels: its graph cannot follow the
   option-A shortcut) with the same E.
 - ``seeds``: the default variant and the dense reference at E=3 with more seeds.
+- ``goal``: the cells the goals are read on, first (E=3 labels + KD and dense, all seeds).
 - ``short`` (ResNet-56): compensation alone, and the default variant + dense at E=3.
 
-    python bench/recovery_quality.py --depth 20 --phase sweep main seeds
+    python bench/recovery_quality.py --depth 20 --phase sweep goal main
     python bench/recovery_quality.py --depth 32 --phase main
     python bench/recovery_quality.py --depth 56 --phase short
 
@@ -242,6 +243,18 @@ def seeds_phase(bench: Bench) -> None:
             load_resnet(bench.args.depth), 3, {"lr": chosen["lr"], "loss": "labels"}, seed=s))
 
 
+def goal_phase(bench: Bench) -> None:
+    """The cells the goals are read on, first: E=3 labels+KD vs the dense model at E=3,
+    seed 0 and the extra seeds (the same cells as ``main`` and ``seeds``)."""
+    chosen = chosen_config(bench)
+    dense_config = {"lr": chosen["lr"], "loss": "labels"}
+    bench.cell("E3/dense", lambda: bench.finetune(load_resnet(bench.args.depth), 3,
+                                                  dense_config))
+    bench.cell("E3/dscore-refit-kd", lambda: bench.finetune(bench.pruned("refit")[0], 3,
+                                                            chosen))
+    seeds_phase(bench)
+
+
 def short_phase(bench: Bench) -> None:
     evaluate = torch_accuracy(*bench.test)
     dense = load_resnet(bench.args.depth)
@@ -290,7 +303,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--depth", type=int, default=20)
     parser.add_argument("--phase", nargs="+", default=["main"],
-                        choices=["sweep", "main", "seeds", "short"])
+                        choices=["sweep", "goal", "main", "seeds", "short"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2],
                         help="seeds beyond 0 (seed 0 is the main phase's E=3 cell)")
     parser.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "cifar")
@@ -298,7 +311,8 @@ def main() -> None:
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(2)
     bench = Bench(args)
-    phases = {"sweep": sweep, "main": main_phase, "seeds": seeds_phase, "short": short_phase}
+    phases = {"sweep": sweep, "goal": goal_phase, "main": main_phase, "seeds": seeds_phase,
+              "short": short_phase}
     for phase in args.phase:
         phases[phase](bench)
 

@@ -205,3 +205,40 @@ def test_sensitivity_and_flops_target_on_real_data(fashion_dir: Path, fashion_ck
                                                      flops_reduction=0.4), get_criterion(
         "global-magnitude"), None)
     assert glob["allocation"] == "global" and glob["reduction"] >= 0.4
+
+
+def test_flat_curves_prune_the_amount_asked_for() -> None:
+    """Flat sensitivity curves (every ratio costs nothing) once made the lowest threshold
+    prune every group 95% (99% of the FLOPs for 50% asked): now the achieved reduction
+    stays within the tolerance, or the choice says why not."""
+    from edgeprune.prune.sensitivity import DEFAULT_STEPS, TOLERANCE, search_threshold
+
+    target = 0.5
+    model = resnet20().eval()
+    example = torch.zeros(2, 3, 32, 32)
+    make_shortcuts_explicit(model, example)
+    _, groups = find_groups(model, example, PruneOptions())
+    flat = {"curves": {g.name: [[r, 90.0] for r in DEFAULT_STEPS] for g in groups}}
+    found = search_threshold(model, example, flat, dscore, PruneOptions(), target)
+    assert found["target_met"]
+    assert target <= found["reduction"] <= target + TOLERANCE or found["warnings"]
+    assert found["reduction"] < target + 0.1  # one step of one group, never 99%
+    # one group far more sensitive than the rest: its steps come last
+    curves = {g.name: [[r, 90.0 - (40 * r if i == 0 else 0.0)] for r in DEFAULT_STEPS]
+              for i, g in enumerate(groups)}
+    found = search_threshold(model, example, {"curves": curves}, dscore, PruneOptions(),
+                             target)
+    assert found["ratios"][groups[0].name] == 0.0
+
+
+def test_unreachable_amount_is_a_warning() -> None:
+    from edgeprune.prune.sensitivity import search_threshold
+
+    model = resnet20().eval()
+    example = torch.zeros(2, 3, 32, 32)
+    make_shortcuts_explicit(model, example)
+    _, groups = find_groups(model, example, PruneOptions())
+    short = {"curves": {g.name: [[0.05, 90.0], [0.1, 89.0]] for g in groups}}
+    found = search_threshold(model, example, short, dscore, PruneOptions(), 0.9)
+    assert not found["target_met"] and found["reduction"] < 0.9
+    assert "short of the 90%" in found["warnings"][0]

@@ -137,38 +137,106 @@ def reduction(model: nn.Module, pruned: nn.Module, shape: tuple[int, ...], metri
     return 1.0 - count_params(pruned) / count_params(model)
 
 
+# The achieved reduction is kept within this many points (as a fraction) of the request;
+# beyond it the choice carries a warning saying by how much and why.
+TOLERANCE = 0.02
+
+
 def search_threshold(model: nn.Module, example: torch.Tensor, analysis: dict[str, Any],
                      criterion: Criterion, options: PruneOptions, target: float,
                      metric: str = "flops") -> dict[str, Any]:
-    """The highest threshold (least pruning) whose reduction reaches ``target``; if even
-    the lowest threshold cannot reach it, the lowest one (and the report says so)."""
+    """The ratios whose reduction reaches ``target`` while losing the least accuracy.
+
+    First the highest threshold T (least pruning) whose ratios reach the target, by
+    bisection. On flat curves one threshold step can jump from pruning nothing to pruning
+    every group 95%, so the ratios are then blended between the next higher threshold's
+    (which miss the target) and T's: the single 5% steps separating them are ordered by
+    the accuracy they cost (the curve's running minimum, so a group's steps stay in
+    order) and the shortest prefix that reaches the target is found by bisection. The
+    result overshoots by at most one step of one group; anything beyond ``TOLERANCE``,
+    or a target that cannot be reached, is reported in ``warnings``."""
     curves = analysis["curves"]
     shape = tuple(example.shape)
+    measured: dict[str, float] = {}
+
+    def achieved(ratios: dict[str, float]) -> float:
+        key = json.dumps(ratios, sort_keys=True)
+        if key not in measured:
+            pruned, _ = prune_copy(model, example, ratios, criterion, options)
+            measured[key] = reduction(model, pruned, shape, metric)
+        return measured[key]
+
     candidates = sorted({acc for curve in curves.values() for _, acc in curve}, reverse=True)
     lo, hi = 0, len(candidates) - 1  # candidates[0] = highest threshold
-    best: dict[str, Any] | None = None
+    met: int | None = None
     tried: list[dict[str, float]] = []
     while lo <= hi:
         mid = (lo + hi) // 2
-        threshold = candidates[mid]
-        ratios = ratios_for_threshold(curves, threshold)
-        pruned, _ = prune_copy(model, example, ratios, criterion, options)
-        achieved = reduction(model, pruned, shape, metric)
-        tried.append({"threshold": threshold, "reduction": achieved})
-        if achieved >= target:
-            best = {"threshold": threshold, "ratios": ratios, "reduction": achieved}
-            hi = mid - 1  # met: try a higher threshold (less pruning)
+        value = achieved(ratios_for_threshold(curves, candidates[mid]))
+        tried.append({"threshold": candidates[mid], "reduction": value})
+        if value >= target:
+            met, hi = mid, mid - 1  # met: try a higher threshold (less pruning)
         else:
             lo = mid + 1
-    if best is None:
+    warnings: list[str] = []
+    if met is None:
         threshold = candidates[-1]
         ratios = ratios_for_threshold(curves, threshold)
-        pruned, _ = prune_copy(model, example, ratios, criterion, options)
-        best = {"threshold": threshold, "ratios": ratios,
-                "reduction": reduction(model, pruned, shape, metric), "target_met": False}
-    best.setdefault("target_met", True)
-    best.update(metric=metric, target=target, tried=tried)
+        best = {"threshold": threshold, "ratios": ratios, "reduction": achieved(ratios),
+                "target_met": False}
+        warnings.append(
+            f"the {metric} reduction reached is {best['reduction']:.1%}, short of the "
+            f"{target:.0%} asked for: every group is already cut as far as its sensitivity "
+            "curve goes (the curve stops where accuracy falls far below the unpruned model, "
+            "or at --min-channels)")
+    else:
+        threshold = candidates[met]
+        upper = ratios_for_threshold(curves, threshold)
+        lower = (ratios_for_threshold(curves, candidates[met - 1]) if met > 0
+                 else {name: 0.0 for name in curves})
+        ratios = blend_to_target(curves, lower, upper,
+                                 lambda r: achieved(r) >= target)
+        best = {"threshold": threshold, "ratios": ratios, "reduction": achieved(ratios),
+                "target_met": True}
+        if best["reduction"] > target + TOLERANCE:
+            warnings.append(
+                f"the {metric} reduction reached is {best['reduction']:.1%} for the "
+                f"{target:.0%} asked for (tolerance {TOLERANCE:.0%}): the smallest "
+                "pruning step that reaches the target (one group's 5% step, rounded "
+                "to its channel multiple) removes that much")
+    best.update(metric=metric, target=target, tolerance=TOLERANCE, tried=tried,
+                warnings=warnings)
     return best
+
+
+def blend_to_target(curves: dict[str, list[list[float]]], lower: dict[str, float],
+                    upper: dict[str, float],
+                    reaches: Callable[[dict[str, float]], bool]) -> dict[str, float]:
+    """The shortest prefix of the cheapest-first single steps from ``lower`` towards
+    ``upper`` whose ratios ``reaches`` the target (``upper`` itself does)."""
+    steps: list[tuple[float, float, str]] = []  # (-accuracy cost, ratio, group)
+    for name, curve in curves.items():
+        floor = float("inf")
+        for ratio, acc in curve:
+            floor = min(floor, acc)
+            if lower.get(name, 0.0) < ratio <= upper.get(name, 0.0):
+                steps.append((-floor, ratio, name))
+    steps.sort()
+
+    def prefix(k: int) -> dict[str, float]:
+        ratios = dict(lower)
+        for _, ratio, name in steps[:k]:
+            ratios[name] = max(ratios.get(name, 0.0), ratio)
+        return ratios
+
+    lo, hi = 1, len(steps)  # prefix(len(steps)) == upper, which reaches the target
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if reaches(prefix(mid)):
+            hi = mid
+        else:
+            lo = mid + 1
+    return prefix(hi) if steps else dict(upper)
 
 
 def torch_accuracy(images: np.ndarray, labels: np.ndarray, batch: int = 256) -> Evaluate:

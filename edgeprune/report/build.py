@@ -65,7 +65,8 @@ def _pruning(ctx: RunContext) -> dict[str, Any] | None:
     compensation = {k: v for k, v in m.get("compensation", {}).items() if k != "refit"}
     return {k: m[k] for k in keys} | {
         "choice": m.get("choice", {}), "accuracy_surgery": m.get("accuracy_surgery"),
-        "accuracy_compensated": m.get("accuracy"), "compensation": compensation}
+        "accuracy_compensated": m.get("accuracy"), "compensation": compensation,
+        "warnings": m.get("warnings", [])}
 
 
 def _quantization(ctx: RunContext) -> dict[str, Any] | None:

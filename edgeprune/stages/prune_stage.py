@@ -65,6 +65,8 @@ class PruneStage:
         with ctx.ui.task(f"sensitivity analysis ({cfg.criterion})", None) as advance:
             choice = choose_ratios(model, example, cfg, criterion, evaluate, cached,
                                    on_eval=lambda: advance(1))
+        for text in choice.get("warnings", []):
+            ctx.ui.warn(text)
         if "analysis" in choice:
             cache_file.parent.mkdir(parents=True, exist_ok=True)
             write_json_atomic(cache_file, choice["analysis"])
@@ -108,6 +110,7 @@ class PruneStage:
             "allocation": choice["allocation"],
             "choice": {k: v for k, v in choice.items() if k != "ratios"},
             "ratios": choice["ratios"],
+            "warnings": choice.get("warnings", []),
             "accuracy_surgery": accuracy_surgery,
             "accuracy": accuracy,
             "compensation": compensation,
