@@ -108,7 +108,7 @@ class PruneStage:
         return {
             "criterion": cfg.criterion,
             "allocation": choice["allocation"],
-            "choice": {k: v for k, v in choice.items() if k != "ratios"},
+            "choice": {k: v for k, v in choice.items() if k not in ("ratios", "warnings")},
             "ratios": choice["ratios"],
             "warnings": choice.get("warnings", []),
             "accuracy_surgery": accuracy_surgery,
