@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeprune.errors import InputError
+from edgeprune.options import default
 
 PERCENTILES = ("p50", "p90", "p99")
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
@@ -73,7 +74,7 @@ class TargetProfile:
 class Budget:
     """What the user accepts: a top-1 drop in points and an optional latency goal."""
 
-    max_drop: float = 1.0
+    max_drop: float = default("max_drop")
     latency_ms: float | None = None
     percentile: str = "p50"
 
@@ -316,110 +317,6 @@ def check_overrides(target: TargetProfile) -> None:
     if isinstance(target.batch, bool) or not isinstance(target.batch, int) or target.batch < 1:
         raise InputError(f"--batch {target.batch} must be at least 1",
                          fix="pass e.g. --batch 1 (per-image latency) or --batch 8")
-
-
-# Options whose value, in a job file, may also be a TOML array (or a number): the command
-# line takes them as comma-separated text.
-LIST_OPTIONS = ("mean", "std", "input_size", "search_levels", "search_precisions", "exclude")
-# Integer options for which 0 means something; every other one must be at least 1, and no
-# integer option may be negative.
-ZERO_OK = ("threads", "seed", "dla_core")
-
-
-def option_types(command: Any) -> dict[str, str]:
-    """Option name -> "int" | "float" | "str" | "bool" | "path" | "list", read from a
-    command function's annotations (what typer parses the command line with)."""
-    import types
-    import typing
-
-    kinds: dict[str, str] = {}
-    for name, hint in typing.get_type_hints(command).items():
-        union = isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
-        args = [a for a in typing.get_args(hint) if a is not type(None)] if union else [hint]
-        base = args[0] if args else hint
-        if typing.get_origin(base) is list:
-            kinds[name] = "list"
-        elif base in (int, float, str, bool):
-            kinds[name] = base.__name__
-        elif base is Path:
-            kinds[name] = "path"
-    return kinds
-
-
-def _value_problem(key: str, value: Any, kind: str) -> str | None:
-    """What ``value`` should have been, or None when it fits its option."""
-    def number(v: Any) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-    if kind == "bool":
-        return None if isinstance(value, bool) else "true or false"
-    if kind == "int":
-        return None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
-    if kind == "float":
-        return None if number(value) else "a number"
-    if kind == "list":
-        ok = isinstance(value, str) or (isinstance(value, list)
-                                        and all(isinstance(v, str) for v in value))
-        return None if ok else "a string or an array of strings"
-    if key in LIST_OPTIONS:
-        ok = isinstance(value, str) or number(value) or (
-            isinstance(value, list) and all(isinstance(v, str) or number(v) for v in value))
-        return None if ok else "a string, a number or an array of them"
-    if key.endswith("arch_kwargs"):
-        return None if isinstance(value, (str, dict)) else "a table, e.g. {num_classes = 10}"
-    return None if isinstance(value, str) else "a string"
-
-
-def check_option_values(values: dict[str, Any], kinds: dict[str, str], where: str) -> None:
-    """Every value of its option's type (a job file's TOML can hold anything), every number
-    finite, no negative count. ``where`` is "" for the command line, else e.g.
-    "job file job.toml"."""
-    for key, value in values.items():
-        kind = kinds.get(key)
-        if value is None or kind is None:
-            continue
-        flag = f"--{key.replace('_', '-')}"
-        name = f"{where}: {key} = {value!r}" if where else f"{flag} {value}"
-        expected = _value_problem(key, value, kind) if where else None  # typer typed the CLI
-        if expected:
-            raise InputError(f"{name} is {_kind(value)}, not {expected}",
-                             fix=f"write {key} as {expected} (the value {flag} takes)")
-        if kind == "float" and not math.isfinite(value):
-            raise InputError(f"{name} is not a finite number", fix=f"pass a number to {flag}")
-        if kind == "int":
-            low = 0 if key in ZERO_OK else 1
-            if value < low:
-                raise InputError(
-                    f"{name} must be {'>= 0' if low == 0 else 'at least 1'}",
-                    fix=f"pass {flag} a {'non-negative' if low == 0 else 'positive'} integer"
-                    + (" (0 = the runtime's default)" if key == "threads" else ""))
-
-
-def load_job_file(path: Path, kinds: dict[str, str] | None = None) -> dict[str, Any]:
-    """A job file: the ``compile`` options as TOML keys (CLI flags override them); with
-    ``kinds`` (``option_types``), every value is checked against its option's type."""
-    if not path.is_file():
-        raise InputError(
-            f"job file {path} does not exist", fix="pass the path of a TOML job file to --job"
-        )
-    try:
-        with path.open("rb") as fh:
-            job = tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(
-            f"job file {path} is not valid TOML: {exc}", fix="fix the TOML syntax"
-        ) from exc
-    except OSError as exc:
-        from edgeprune.oserrors import is_environment
-
-        if is_environment(exc):
-            raise
-        raise InputError(f"cannot read job file {path}: {exc.strerror or exc}",
-                         fix="check the path and its permissions") from exc
-    refuse_named_code(job, f"job file {path}")
-    if kinds is not None:
-        check_option_values(job, kinds, f"job file {path}")
-    return job
 
 
 # every option whose value may name code; any other key ending in "arch" counts too

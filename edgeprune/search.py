@@ -59,6 +59,7 @@ from edgeprune.errors import (
     EXIT_OK,
     EdgepruneError,
 )
+from edgeprune.options import DEFAULT_CRITERION, default
 from edgeprune.pipeline import PipelineConfig, write_json_atomic
 from edgeprune.ui import UI
 
@@ -70,11 +71,11 @@ RUNTIME_PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 
 @dataclass
 class SearchConfig:
-    flops_levels: list[float] = field(default_factory=lambda: [0.3, 0.5, 0.7])
+    flops_levels: list[float] = field(default_factory=lambda: default("search_levels"))
     precisions: list[str] | None = None  # default: the runtime precisions of the target
     ternary: bool = False
-    criterion: str = "dscore"
-    max_trials: int = 16
+    criterion: str = DEFAULT_CRITERION
+    max_trials: int = default("max_trials")
     time_budget_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:

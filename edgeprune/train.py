@@ -31,6 +31,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from edgeprune.options import default
+
 LOSSES = ("kd", "labels", "distill")
 MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
 
@@ -43,17 +45,17 @@ class TrainConfig:
     ``bench/recovery_quality.py --phase sweep`` (ResNet-20, 50% FLOPs, E=1, trained on
     45k train JPEGs, validated on 5k held out; bench/results/recovery_quality_resnet20.json)."""
 
-    epochs: float = 3.0
-    lr: float = 0.02
+    epochs: float = default("recover_epochs")
+    lr: float = default("recover_lr")
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-4
-    batch_size: int = 128
+    batch_size: int = default("recover_batch")
     augment: bool = True  # random crop (padding 1/8 of the side) + horizontal flip
     loss: str = "kd"  # "kd" (labels + distillation) | "labels" | "distill" (label-free)
-    kd_weight: float = 0.25  # weight of the distillation term in "kd"
-    temperature: float = 8.0
-    seed: int = 0
+    kd_weight: float = default("kd_weight")  # weight of the distillation term in "kd"
+    temperature: float = default("kd_temperature")
+    seed: int = default("seed")
     max_steps: int | None = None  # cap (tests, smoke runs)
     memory_format: str = "auto"  # "auto" (measured) | "channels_last" | "contiguous"
 

@@ -78,10 +78,11 @@ def test_search_with_an_impossible_budget_exits_3(fashion_ckpt: Path, fashion_sm
     # the trial budget stopped it: nothing else was started
     assert all(t["status"] == "skipped" and "--max-trials 2" in t["error"]
                for t in search["trials"] if t["status"] != "ran")
-    from edgeprune.cli import _search_options
+    from edgeprune.configure import search_options
+    from edgeprune.options import Resolved, default
 
-    assert _search_options({"search": True}).flops_levels == [0.3, 0.5, 0.7]  # default
-    assert _search_options({"search": True, "search_levels": "none"}).flops_levels == []
+    assert search_options(Resolved({"search": True})).flops_levels == default("search_levels")
+    assert search_options(Resolved({"search": True, "search_levels": "none"})).flops_levels == []
     bad = run_cli("compile", fashion_ckpt, "--data", fashion_small, *FASHION_ARGS,
                   "--search", "--precision", "int8", "--out", tmp_path / "bad")
     assert bad.code == 2 and "chooses the pruning level and the precision" in bad.stderr

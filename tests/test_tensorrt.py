@@ -253,18 +253,19 @@ def test_target_jetson_without_device_builds_bundle_and_exits_4(fashion_ckpt: Pa
 
 
 def test_dla_core_is_checked_against_the_module():
-    from edgeprune.cli import _device_options
     from edgeprune.config import resolve_target
+    from edgeprune.configure import _device_options
+    from edgeprune.options import Resolved
 
     with pytest.raises(InputError, match="Jetson Orin Nano has no DLA"):
-        _device_options({"dla_core": 0}, {}, resolve_target("jetson"))
+        _device_options(Resolved({"dla_core": 0}), resolve_target("jetson"))
     with pytest.raises(InputError, match="DLA cores 0-1 only"):
-        _device_options({"dla_core": 2}, {}, resolve_target("jetson-agx-orin"))
+        _device_options(Resolved({"dla_core": 2}), resolve_target("jetson-agx-orin"))
     with pytest.raises(InputError, match="--dla-strict needs --dla-core"):
-        _device_options({"dla_strict": True}, {}, resolve_target("jetson-agx-orin"))
+        _device_options(Resolved({"dla_strict": True}), resolve_target("jetson-agx-orin"))
     target = resolve_target("jetson-orin-nx")
-    _device_options({"dla_core": 1, "dla_strict": True, "device": "nvidia@10.0.0.7:2222"}, {},
-                    target)
+    _device_options(Resolved({"dla_core": 1, "dla_strict": True,
+                              "device": "nvidia@10.0.0.7:2222"}), target)
     assert target.options["dla_core"] == 1 and target.options["dla_strict"] is True
     assert target.remote.host == "nvidia@10.0.0.7:2222"
 

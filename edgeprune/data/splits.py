@@ -26,6 +26,7 @@ from edgeprune.data.sources import (
     npz_source,
 )
 from edgeprune.errors import InputError
+from edgeprune.options import default
 
 _CALLABLE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
@@ -37,10 +38,10 @@ class DataOptions:
     data: str | None = None
     eval_data: str | None = None
     train_data: str | None = None
-    calib_size: int = 300
+    calib_size: int = default("calib_size")
     eval_limit: int | None = None
     train_limit: int | None = None  # train on a seeded subset of the training split
-    seed: int = 0
+    seed: int = default("seed")
 
 
 @dataclass

@@ -39,14 +39,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgeprune.errors import InputError
+from edgeprune.options import default
 
 METHODS = ("none", "bn", "mean", "refit")
 
 
 @dataclass
 class CompensationConfig:
-    method: str = "refit"
-    samples: int = 1000  # training images for means, BatchNorm statistics and refits
+    method: str = default("compensate")
+    # training images for means, BatchNorm statistics and refits
+    samples: int = default("compensate_samples")
     batch: int = 128
     positions: int = 32  # refit: output positions sampled per image and layer
     ridge: float = 1e-3  # refit: relative ridge (times the mean diagonal of XᵀX)

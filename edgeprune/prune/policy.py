@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from edgeprune.errors import InputError
+from edgeprune.options import DEFAULT_CRITERION, default
 from edgeprune.prune.compensate import CompensationConfig
 from edgeprune.prune.importance import GLOBAL_COMPARABLE, Criterion
 from edgeprune.prune.sensitivity import (
@@ -31,13 +32,13 @@ class PruneConfig:
     """A pruning request. Exactly one of flops_reduction / params_reduction / threshold /
     ratio says how much; the criterion says which filters."""
 
-    criterion: str = "dscore"
+    criterion: str = DEFAULT_CRITERION
     flops_reduction: float | None = None
     params_reduction: float | None = None
     threshold: float | None = None  # sensitivity threshold accuracy (top-1 %)
     ratio: float | None = None  # the same ratio for every group
     allocation: str = "auto"  # "sensitivity" | "global" | "uniform" | "auto"
-    sensitivity_samples: int = 1000
+    sensitivity_samples: int = default("sensitivity_samples")
     options: PruneOptions = field(default_factory=PruneOptions)
     # groups left unpruned after the allocation, every other group keeping its ratio (the
     # search's per-layer exception; unlike options.exclude, which drops every group that

@@ -27,6 +27,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from edgeprune.options import default
 from edgeprune.prune.importance import Criterion
 
 FIXED = "_edgeprune_fixed"  # attribute on modules that must never be ranked or trained
@@ -79,8 +80,9 @@ def make_shortcuts_explicit(model: nn.Module, example: torch.Tensor) -> list[str
 class PruneOptions:
     """What may be pruned and how channel counts are shaped."""
 
-    min_channels: int = 4  # never keep fewer (no layer collapse)
-    round_to: int = 1  # keep a multiple of this many channels (e.g. 8 for SIMD kernels)
+    min_channels: int = default("min_channels")  # never keep fewer (no layer collapse)
+    # keep a multiple of this many channels (e.g. 8 for SIMD kernels)
+    round_to: int = default("round_to")
     exclude: list[str] = field(default_factory=list)  # module names (or prefixes) to keep
     prune_residual: bool = True  # False = the paper's choice: leave residual streams whole
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeprune.backends.base import batches
+from edgeprune.options import default
 from edgeprune.pipeline import MODEL_ARTIFACT, RunContext
 from edgeprune.quant.activations import calibrate
 from edgeprune.quant.sensitivity import most_damaged_layer, ternary_layer_agreement
@@ -50,9 +51,9 @@ class QuantizeConfig:
     """``--quant ternary``: the quantizer settings and the QAT budget."""
 
     ternary: TernaryConfig = field(default_factory=TernaryConfig)
-    mode: str = "kd"  # "kd" (labels + distillation) | "labels" | "distill"
+    mode: str = default("recover")  # "kd" (labels + distillation) | "labels" | "distill"
     train: TrainConfig = field(default_factory=TrainConfig)
-    nproc: int = 1
+    nproc: int = default("nproc")
     # calibration images for the per-layer ternary sensitivity (0: skip it)
     sensitivity_samples: int = 256
 

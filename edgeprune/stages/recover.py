@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeprune.errors import InputError, StageFailure
+from edgeprune.options import default
 from edgeprune.pipeline import MODEL_ARTIFACT, TEACHER_ARTIFACT, RunContext
 from edgeprune.stages.common import top1, torch_predictions
 from edgeprune.train import LOSSES, TrainConfig
@@ -70,9 +71,10 @@ def teacher_request(ctx: RunContext, default: Path) -> dict[str, Any]:
 
 @dataclass
 class RecoverConfig:
-    mode: str = "kd"  # "kd" (labels + distillation) | "labels" | "distill" (label-free)
+    # "kd" (labels + distillation) | "labels" | "distill" (label-free)
+    mode: str = default("recover")
     train: TrainConfig = field(default_factory=TrainConfig)
-    nproc: int = 1
+    nproc: int = default("nproc")
 
     def validate(self) -> RecoverConfig:
         validate_training(self.mode, self.train, self.nproc, "recover")
