@@ -282,6 +282,10 @@ def compile(  # mirrors `edgeprune compile` (shadows the builtin here only)
     layer = _configure()
     o = _options("compile", layer.compile_keys, layer, options,
                  dict(arch=arch, arch_kwargs=arch_kwargs, target=target, out=out))
+    search = layer.search_options(o)  # --search's options, checked as the CLI does
+    if search is not None:  # as the command line: the search varies these per candidate
+        o.update(quant="ternary" if o.get("search_ternary") else None,
+                 prune=search.criterion, prune_ratio=0.5)
     o.update(_data_options(data, eval_data, train_data, o))
     argv = _argv("compile", model, o)
 
@@ -297,10 +301,6 @@ def compile(  # mirrors `edgeprune compile` (shadows the builtin here only)
             raw, code = run_compile(config, UI(quiet))
         return Report.from_dict(raw, code, Path(config.out_dir))
 
-    search = layer.search_options(o)
-    if search is not None:  # as the command line: the search varies these per candidate
-        o.update(quant="ternary" if o.get("search_ternary") else None,
-                 prune=search.criterion, prune_ratio=0.5)
     return _run(model, o, argv, run)
 
 
@@ -408,9 +408,9 @@ def _unknown(command: str, key: str, known: list[str]) -> UnknownOptionError:
     hint = f" (did you mean {' or '.join(close)}?)" if close else ""
     cli_only = {"as_json": "use report.raw (the report.json dict)",
                 "debug": "exceptions already carry their traceback"}
-    fix = cli_only.get(key) or (
-        f"use edgeprune {command}'s option names with underscores "
-        f"(edgeprune {command} --help): {', '.join(sorted(known))}")
+    names = f"edgeprune {command}'s option names with underscores (edgeprune {command} --help)"
+    fix = cli_only.get(key) or (f"pass {close[0]}=..., or another of {names}" if close else
+                                f"use {names}: {', '.join(sorted(known))}")
     return UnknownOptionError(f"edgeprune.{command}() got an unknown option {key!r}{hint}",
                               fix=fix, name=key, suggestions=close)
 

@@ -190,6 +190,9 @@ def test_bad_data_is_an_input_error_before_anything_is_written(arrays, tmp_path)
         edgeprune.compile(fashion_model(), 42, out=out)
     with pytest.raises(InputError, match=r"model is dict, not a torch\.nn\.Module"):
         edgeprune.compile({"state_dict": {}}, Pixels(*arrays), out=out)
+    # arch= must build the module's architecture (its weights are checked against it)
+    with pytest.raises(InputError, match=r"module> does not match --arch edgeprune\.zoo:res"):
+        edgeprune.compile(fashion_model(), Pixels(*arrays), arch="resnet20", out=out)
     assert not out.exists()
 
 
