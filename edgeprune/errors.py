@@ -39,6 +39,17 @@ class InputError(EdgepruneError):
     exit_code = EXIT_INPUT
 
 
+class UnknownOptionError(InputError, TypeError):
+    """The Python API got a keyword that is no option (exit 2); ``suggestions`` holds the
+    closest option names. Also a TypeError, as Python's own unexpected-keyword error."""
+
+    def __init__(self, problem: str, fix: str = "", name: str = "",
+                 suggestions: list[str] | None = None) -> None:
+        super().__init__(problem, fix)
+        self.name = name
+        self.suggestions = list(suggestions or [])
+
+
 class StageFailure(EdgepruneError):
     """A pipeline check failed on valid input, e.g. ONNX parity (exit 1)."""
 

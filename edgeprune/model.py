@@ -13,7 +13,7 @@ import pickle
 import re
 import warnings
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,9 +43,13 @@ class ArchSpec:
     target: str
     kwargs: dict[str, Any] = field(default_factory=dict)
     user_named: bool = False
+    # The Python API's in-memory architecture (edgeprune.api.LiveArchitecture): builds a
+    # copy of the user's live module, so any module works without naming importable code.
+    # Never set from a file or the command line.
+    factory: Callable[..., nn.Module] | None = None
 
     def build(self) -> nn.Module:
-        factory = builtin_builder(self.target)
+        factory = self.factory or builtin_builder(self.target)
         if factory is None:
             if not self.user_named:
                 raise InputError(

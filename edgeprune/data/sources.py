@@ -210,6 +210,42 @@ class CallableSource:
         return check_images(item[None], where)[0]
 
 
+class DatasetSource(CallableSource):
+    """An in-memory dataset handed to the Python API (``edgeprune.compile(model, data=ds)``):
+    a ``torch.utils.data.Dataset`` (or anything with ``__len__``/``__getitem__``) of
+    ``(image, label)`` items, read like a ``module:callable`` dataset.
+
+    Its identity for the stage cache is a hash of its content (every image after it is
+    read, and every label), computed once per run: a re-run with the same data resumes,
+    changed data re-runs the stages. The object is shared, never copied (``deepcopy``
+    returns it), since a dataset may hold open files or a large array.
+    """
+
+    def __init__(self, dataset: Sequence[Any], description: str):
+        super().__init__(dataset, description)
+        self._fingerprint: str | None = None
+
+    def fingerprint(self) -> str:
+        """sha256 over every item's image (dtype, shape, bytes) and label; reading every
+        item here is also the check that each one is a usable (image, label) pair."""
+        if self._fingerprint is None:
+            import hashlib
+
+            digest = hashlib.sha256(f"{self._len}|{self.preprocessed}\n".encode())
+            for index in range(self._len):
+                image = np.ascontiguousarray(self.image(index))
+                digest.update(f"{image.dtype}|{image.shape}|{self.label(index)}\n".encode())
+                digest.update(image.tobytes())
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> DatasetSource:
+        return self
+
+    def __repr__(self) -> str:
+        return f"<{self.description}>"
+
+
 def _is_float_tensor(item: Any) -> bool:
     dtype = getattr(item, "dtype", None)
     return dtype is not None and "float" in str(dtype)

@@ -35,9 +35,11 @@ _CALLABLE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 class DataOptions:
     """Where the data is and how much of it each split uses."""
 
-    data: str | None = None
-    eval_data: str | None = None
-    train_data: str | None = None
+    # a path or module:callable (command line, job file), or an in-memory Source (the
+    # Python API's DatasetSource)
+    data: str | Source | None = None
+    eval_data: str | Source | None = None
+    train_data: str | Source | None = None
     calib_size: int = default("calib_size")
     eval_limit: int | None = None
     train_limit: int | None = None  # train on a seeded subset of the training split
@@ -91,8 +93,8 @@ def check_output_outside_data(out_dir: Path, options: DataOptions) -> None:
     out = Path(out_dir).resolve()
     for flag, spec in (("--data", options.data), ("--eval-data", options.eval_data),
                        ("--train-data", options.train_data)):
-        if not spec or not Path(spec).is_dir():
-            continue
+        if not spec or not isinstance(spec, str | Path) or not Path(spec).is_dir():
+            continue  # an in-memory dataset has no folder
         root = Path(spec).resolve()
         if out == root or root in out.parents:
             raise InputError(
@@ -101,8 +103,10 @@ def check_output_outside_data(out_dir: Path, options: DataOptions) -> None:
                 fix=f"pass an --out outside {spec}, e.g. --out {root.parent / 'out'}")
 
 
-def open_source(spec: str, split: str) -> tuple[Source, Source | None]:
+def open_source(spec: str | Source, split: str) -> tuple[Source, Source | None]:
     """One data spec → (this split's source, the other split if the spec holds both)."""
+    if not isinstance(spec, str | Path):
+        return spec, None  # already a source (an in-memory dataset from the Python API)
     path = Path(spec)
     if not path.exists() and _CALLABLE.match(spec):
         return callable_source(spec, split), None

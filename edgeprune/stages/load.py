@@ -78,10 +78,13 @@ def read_model_artifact(path: Path, trust_pickle: bool, arch: ArchSpec | None = 
     return rebuild_from_artifact(payload, arch, path)
 
 
-def data_signature(spec: str | None) -> str:
-    """Cheap change detector for a data path: names, sizes and mtimes of its files."""
+def data_signature(spec: Any) -> str:
+    """Cheap change detector for a data path: names, sizes and mtimes of its files. An
+    in-memory dataset (the Python API's DatasetSource) gives its content hash."""
     if spec is None:
         return ""
+    if not isinstance(spec, str | Path):
+        return spec.fingerprint() if hasattr(spec, "fingerprint") else repr(spec)
     path = Path(spec)
     if not path.exists():
         return spec
@@ -101,13 +104,14 @@ class LoadStage:
         d = c.data
         return {
             "model": str(c.model_path), "model_stat": data_signature(str(c.model_path)),
-            "arch": c.arch.__dict__ if c.arch else None, "trust": c.trust_pickle,
-            "data": d.__dict__,
+            "arch": _arch_key(c.arch), "trust": c.trust_pickle,
+            "data": {k: v.description if hasattr(v, "fingerprint") else v
+                     for k, v in d.__dict__.items()},  # an in-memory dataset: see signatures
             "signatures": [data_signature(s) for s in (d.data, d.eval_data, d.train_data)],
             "preprocess": c.preprocess.to_dict(), "batch": c.target.batch,
             "teacher": None if c.teacher is None else {
                 "path": str(c.teacher.path), "stat": data_signature(str(c.teacher.path)),
-                "arch": c.teacher.arch.__dict__ if c.teacher.arch else None},
+                "arch": _arch_key(c.teacher.arch)},
             "training": _training_batches(c),
         }
 
@@ -161,6 +165,15 @@ class LoadStage:
             "summary": f"{count_params(loaded.model):,} params, eval {len(splits.eval)} / "
             f"calibration {len(splits.calibration)} images",
         }
+
+
+def _arch_key(arch: ArchSpec | None) -> dict[str, Any] | None:
+    """An architecture in a fingerprint: its fields; an in-memory one (the Python API's
+    live module) enters as its description, which holds a hash of its structure."""
+    if arch is None:
+        return None
+    return {k: str(v) if k == "factory" else v for k, v in arch.__dict__.items()
+            if not (k == "factory" and v is None)}
 
 
 def _training_batches(c: Any) -> dict[str, int]:
