@@ -172,15 +172,16 @@ def test_level_over_budget_retries_with_its_worst_group_unpruned(
                      "--recover-steps", "2", "--max-drop", "0.5", "--out", out, "--json")
     assert result.code in (0, 3), result.stderr
     rows = {t["name"]: t for t in json.loads(result.stdout)["search"]["trials"]}
-    level = rows["prune70-int8"]
+    # recovered only when it can still beat the fastest candidate within budget (a
+    # latency comparison): either way the level missed the accuracy budget
+    level = rows.get("prune70-int8") or rows["prune70-int8-compensated"]
     assert not level["within_budget"] and level["accuracy_drop"] > 0.5
     # one retry: compensated first, recovered only when it can still win
     keep = [t for t in rows.values() if t["name"].startswith("prune70-keep-")]
     assert 1 <= len(keep) <= 2 and keep[0]["name"].endswith("-int8-compensated")
     assert len({tuple(t["keep_unpruned"]) for t in keep}) == 1
     group = keep[0]["keep_unpruned"][0]
-    level_prune = json.loads((out / "search" / "prune70-int8" / "03-prune" /
-                              "metrics.json").read_text())
+    level_prune = json.loads((Path(level["out"]) / "03-prune" / "metrics.json").read_text())
     keep_prune = json.loads((Path(keep[0]["out"]) / "03-prune" / "metrics.json").read_text())
     assert all(t["sensitivity_threshold"] == level_prune["choice"]["threshold"] for t in keep)
     assert keep_prune["choice"]["threshold"] == level_prune["choice"]["threshold"]
