@@ -71,18 +71,21 @@ def heartbeat_line(description: str, done: int, total: int | None, elapsed: floa
 
 
 class Heartbeat:
-    """Prints the latest state of one task every ``interval`` seconds from a daemon
-    thread until stopped. ``advance`` only updates a counter (cheap, any thread)."""
+    """Prints the latest state of one task from a daemon thread until stopped, whenever
+    ``interval`` seconds passed since the log's last line (``last_output``: any line, this
+    task's or another's, so back-to-back short tasks cannot leave a long silence).
+    ``advance`` only updates a counter (cheap, any thread)."""
 
     def __init__(self, write: Callable[[str], None], description: str, total: int | None,
-                 interval: float) -> None:
+                 interval: float, last_output: Callable[[], float] | None = None) -> None:
         self._write = write
+        self._last_output = last_output
         self.description = description
         self.total = total
         self.interval = interval
         self.done = 0
         self.beats = 0
-        self._started = time.monotonic()
+        self._started = self._last_beat = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"heartbeat: {description}",
                                         daemon=True)
@@ -97,11 +100,20 @@ class Heartbeat:
                               time.monotonic() - self._started)
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
+        while True:
+            last = self._last_output() if self._last_output else self._last_beat
+            wait = last + self.interval - time.monotonic()
+            if wait > 0:
+                if self._stop.wait(wait):
+                    return
+                continue
+            if self._stop.is_set():
+                return
             self._beat(self.line())
 
     def _beat(self, text: str) -> None:
         self.beats += 1
+        self._last_beat = time.monotonic()
         with contextlib.suppress(Exception):  # a closed or broken stream must not kill the run
             self._write(text)
 
@@ -109,14 +121,18 @@ class Heartbeat:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, failed: bool = False) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
-        if self.beats:  # the log said it was running: say that it finished
+        if self.beats:  # the log said it was running: say how it ended
             elapsed = _seconds(time.monotonic() - self._started)
             count = (f"{self.done}/{self.total}" if self.total else
-                     f"{self.done} done" if self.done else "finished")
-            self._beat(f"   [heartbeat] {self.description}: {count} in {elapsed}")
+                     f"{self.done} done" if self.done else "")
+            if failed:
+                tail = f"stopped after {elapsed}" + (f" at {count}" if count else "")
+            else:
+                tail = f"{count or 'finished'} in {elapsed}"
+            self._beat(f"   [heartbeat] {self.description}: {tail}")
 
 
 Advance = Callable[..., None]  # advance(n: int, total: int | None = None)
@@ -133,19 +149,22 @@ class UI:
         self.quiet = quiet
         self.console = Console(stderr=True, highlight=False, quiet=quiet, file=file)
         self._write_lock = threading.Lock()
+        self._last_output = time.monotonic()  # when the last line went out (heartbeats)
 
     def stage(self, index: int, name: str, status: str, detail: str = "") -> None:
         colour = {"ran": "green", "cached": "cyan", "skipped": "dim"}.get(status, "yellow")
         tail = f" [dim]{detail}[/dim]" if detail else ""
-        self.console.print(
-            f"[bold]{index:02d} {name:<9}[/bold] [{colour}]{status}[/{colour}]{tail}"
-        )
+        self._print(f"[bold]{index:02d} {name:<9}[/bold] [{colour}]{status}[/{colour}]{tail}")
 
     def note(self, text: str) -> None:
-        self.console.print(f"   [dim]{text}[/dim]")
+        self._print(f"   [dim]{text}[/dim]")
 
     def warn(self, text: str) -> None:
-        self.console.print(f"   [yellow]warning:[/yellow] {text}")
+        self._print(f"   [yellow]warning:[/yellow] {text}")
+
+    def _print(self, markup: str) -> None:
+        self.console.print(markup)
+        self._last_output = time.monotonic()
 
     def _plain(self, text: str) -> None:
         """One plain line (no markup, no ANSI) on the console's stream, flushed."""
@@ -153,6 +172,7 @@ class UI:
             stream = self.console.file
             stream.write(text + "\n")
             stream.flush()
+            self._last_output = time.monotonic()
 
     @contextlib.contextmanager
     def task(self, description: str, total: int | None) -> Iterator[Advance]:
@@ -166,11 +186,14 @@ class UI:
             if interval is None:
                 yield _ignore
                 return
-            beat = Heartbeat(self._plain, description, total, interval).start()
+            beat = Heartbeat(self._plain, description, total, interval,
+                             lambda: self._last_output).start()
             try:
                 yield beat.advance
-            finally:
-                beat.stop()
+            except BaseException:  # an error or Ctrl-C: the task did not finish
+                beat.stop(failed=True)
+                raise
+            beat.stop()
             return
         progress = Progress(
             TextColumn("   {task.description}"),

@@ -141,3 +141,34 @@ def test_compile_run_beats_in_a_ci_log(fashion_ckpt: Path, fashion_small: Path,
     assert sum(BEAT in line for _, line in window) >= 3, log
     gaps = [b[0] - a[0] for a, b in itertools.pairwise(window)]
     assert max(gaps) <= 2 * n, (gaps, log)
+
+
+def test_a_task_that_fails_says_it_stopped(monkeypatch) -> None:
+    monkeypatch.setenv("EDGEPRUNE_HEARTBEAT_S", "0.2")
+    stream = SlowStream()
+    try:
+        with UI(file=stream).task("recovery (kd)", 10) as advance:
+            advance(3)
+            time.sleep(0.5)
+            raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        pass
+    assert "recovery (kd): stopped after" in stream.lines[-1][1]
+    assert stream.lines[-1][1].endswith("at 3/10")
+
+
+def test_back_to_back_short_tasks_leave_no_long_silence(monkeypatch) -> None:
+    """Each task is shorter than N, yet the log still gets a line about every N: the
+    heartbeat counts from the log's last line, not from the task's start."""
+    n = 0.5
+    monkeypatch.setenv("EDGEPRUNE_HEARTBEAT_S", str(n))
+    stream = SlowStream()
+    ui = UI(file=stream)
+    started = time.monotonic()
+    for i in range(5):
+        with ui.task(f"step {i}", None):
+            time.sleep(0.7 * n)
+    ended = time.monotonic()
+    times = [started, *(t for t, _ in stream.lines), ended]
+    assert len(stream.lines) >= 2, stream.getvalue()
+    assert max(b - a for a, b in itertools.pairwise(times)) < 1.6 * n, stream.getvalue()
