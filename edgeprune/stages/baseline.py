@@ -41,12 +41,15 @@ class BaselineStage:
         shape = ctx.input_shape()
         import torch
 
-        export = export_onnx(model, torch.from_numpy(images[:2]), workdir / "model.onnx",
-                             ctx.config.exporter, ctx.config.opset)
+        with ctx.ui.task("exporting dense baseline ONNX", None):
+            export = export_onnx(model, torch.from_numpy(images[:2]), workdir / "model.onnx",
+                                 ctx.config.exporter, ctx.config.opset)
         compiled_dir = workdir / "compiled"
         compiled_dir.mkdir()
-        compiled = compile_for_target(ctx, workdir / "model.onnx", compiled_dir,
-                                      BASELINE_PRECISION)
+        with ctx.ui.task(f"compiling dense baseline for {ctx.config.target.name} "
+                         f"({BASELINE_PRECISION})", None):
+            compiled = compile_for_target(ctx, workdir / "model.onnx", compiled_dir,
+                                          BASELINE_PRECISION)
         save_profile_inputs(ctx, workdir / "inputs.npy")
         with ctx.ui.task("profiling dense FP32 baseline on the target", None):
             # None for a bundle target without its device: the profile stage measures it

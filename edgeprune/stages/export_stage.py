@@ -46,10 +46,12 @@ class ExportStage:
                            "params": count_params(model)}}
         if is_quantized(model):
             return {**stats, **export_quantized(ctx, model, images, workdir)}
-        facts = export_onnx(model, torch.from_numpy(images[:2]), workdir / "model.onnx",
-                            ctx.config.exporter, ctx.config.opset)
-        parity = check_parity(model, workdir / "model.onnx", images[:PARITY_SAMPLES],
-                              ctx.config.parity)
+        with ctx.ui.task(f"exporting ONNX ({ctx.config.exporter})", None):
+            facts = export_onnx(model, torch.from_numpy(images[:2]), workdir / "model.onnx",
+                                ctx.config.exporter, ctx.config.opset)
+        with ctx.ui.task("checking ONNX parity", None):
+            parity = check_parity(model, workdir / "model.onnx", images[:PARITY_SAMPLES],
+                                  ctx.config.parity)
         return {
             **facts,
             "parity": parity,

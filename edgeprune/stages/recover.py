@@ -143,13 +143,14 @@ def run_training(ctx: RunContext, request: dict[str, Any], nproc: int,
     request = {**request, "data": asdict(ctx.config.data),
                "preprocess": ctx.config.preprocess.to_dict(),
                "arch": asdict(arch) if arch is not None else None}
-    if nproc > 1:
-        return _torchrun(request, nproc)
+    if nproc > 1:  # no step count from the workers: the task still shows a heartbeat
+        with ctx.ui.task(f"{label} ({nproc} processes)", None):
+            return _torchrun(request, nproc)
     from edgeprune.train_worker import run_request
 
     x, y = ctx.arrays("train")
     with ctx.ui.task(label, None) as advance:
-        return run_request(request, arrays=(x, y), on_step=lambda s, t, loss: advance(1))
+        return run_request(request, arrays=(x, y), on_step=lambda s, t, loss: advance(1, total=t))
 
 
 def _torchrun(request: dict[str, Any], nproc: int) -> dict[str, Any]:
