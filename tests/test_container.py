@@ -243,32 +243,45 @@ def test_targets_listed_inside(podman_env: dict[str, str], image: str):
     assert [t["name"] for t in json.loads(result.stdout)] == [t.name for t in list_targets()]
 
 
-def test_demo_verdict_inside_equals_outside(podman_env: dict[str, str], image: str,
-                                            tmp_path: Path, measured: dict):
-    """The built-in demo (the image's own Fashion-MNIST) as HOST_USER, reports in a
-    mounted folder; the same demo in this venv must reach the same verdict."""
+def _pytorch_top1(images: Path, labels: Path) -> float:
+    """The shipped Fashion-MNIST CNN's top-1 on the Debian test set, in this PyTorch."""
+    from edgeprune.data.idx import read_idx
+    from edgeprune.examples import FASHION_MNIST
+    from edgeprune.examples.paths import checkpoint_path
+    from edgeprune.zoo import fashion_cnn
+
+    model = fashion_cnn().eval()
+    model.load_state_dict(torch.load(checkpoint_path(), weights_only=True)["state_dict"])
+    x = torch.from_numpy(read_idx(images)).float().div(255).unsqueeze(1)
+    x = (x - FASHION_MNIST["mean"]) / FASHION_MNIST["std"]
+    y = torch.from_numpy(read_idx(labels)).long()
+    with torch.no_grad():
+        correct = sum(int((model(x[i:i + 1000]).argmax(1) == y[i:i + 1000]).sum())
+                      for i in range(0, len(y), 1000))
+    return 100.0 * correct / len(y)
+
+
+def test_demo_runs_inside(podman_env: dict[str, str], image: str, tmp_path: Path,
+                          measured: dict, fashion_dir: Path):
+    """The built-in demo (the image's own Fashion-MNIST: prune, recover, INT8) as
+    HOST_USER, reports in a mounted folder. Its baseline is the accuracy this venv's
+    PyTorch computes for the same model and images; its verdict matches its exit code.
+    (Not the same final top-1 as a run outside: recovery training and INT8 may differ by
+    a few images across processes, and the budget margin is under a point.)"""
     out = host_user_dir(tmp_path / "out")
     inside, inside_s = run_image(podman_env, image, "demo", "--out", "/out/demo", "--quiet",
                                  mounts=((out, "/out", "rw"),))
-    start = time.monotonic()
-    outside = run_cli("demo", "--out", tmp_path / "host", "--quiet")
-    outside_s = time.monotonic() - start
     assert inside.code in (0, 3), inside.stderr
-    assert outside.code in (0, 3), outside.stderr
-    report_in, report_out = read_report(out / "demo"), read_report(tmp_path / "host")
-    measured.update(
-        demo_inside_s=round(inside_s, 1), demo_outside_s=round(outside_s, 1),
-        demo_exit_inside=inside.code, demo_exit_outside=outside.code,
-        demo_passed_inside=report_in["passed"], demo_passed_outside=report_out["passed"],
-        demo_top1_inside=report_in["final"]["accuracy"],
-        demo_top1_outside=report_out["final"]["accuracy"],
-    )
-    assert (inside.code, report_in["passed"]) == (outside.code, report_out["passed"])
-    assert report_in["passed"] is (inside.code == 0)
-    # same model, same images, same PyTorch: the same baseline accuracy
-    assert report_in["baseline"]["accuracy"] == pytest.approx(report_out["baseline"]["accuracy"],
-                                                              abs=0.01)
-    assert report_in["final"]["accuracy_runtime"] == "openvino"
+    report = read_report(out / "demo")
+    measured.update(demo_inside_s=round(inside_s, 1), demo_exit_inside=inside.code,
+                    demo_passed_inside=report["passed"],
+                    demo_top1_inside=report["final"]["accuracy"])
+    assert report["passed"] is (inside.code == 0)
+    expected = _pytorch_top1(fashion_dir / "t10k-images-idx3-ubyte.gz",
+                             fashion_dir / "t10k-labels-idx1-ubyte.gz")
+    assert report["baseline"]["accuracy"] == pytest.approx(expected, abs=0.01)
+    assert report["final"]["accuracy_runtime"] == "openvino"
+    assert report["pruning"]["flops_reduction"] == pytest.approx(0.5, abs=0.02)
     assert owners(out) == {HOST_USER}
 
 

@@ -13,12 +13,13 @@ from edgeprune.errors import InputError
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian: dataset-fashion-mnist
 DEMO_OUT = Path("out/demo")
-# What the demo shows: D-Score pruning (compensated, then a short recovery with labels +
-# distillation) and INT8 on the target, on a training subset so it stays within minutes.
+# What the demo shows: D-Score pruning to half the FLOPs, compensation, a short recovery
+# and INT8 on the target. Measured (helper runs, quiet machine): 1:47-1:51 wall, 90.18 →
+# 89.31 top-1 in OpenVINO INT8; with the default kd weight (0.25) two epochs on this CNN
+# did not add to the compensated 88.9, pure distillation (1.0) did.
 RECIPE: dict[str, Any] = {
-    "prune": "dscore", "flops_reduction": 0.5, "recover_epochs": 1.0,
-    "train_limit": 6000, "sensitivity_samples": 500, "compensate_samples": 500,
-    "precision": "int8", "max_drop": 1.0,
+    "prune": "dscore", "flops_reduction": 0.5, "recover_epochs": 2.0, "kd_weight": 1.0,
+    "sensitivity_samples": 500, "precision": "int8", "max_drop": 1.0,
 }
 
 DOC = f"""Compile the built-in Fashion-MNIST CNN (shipped with edgeprune) on this machine:
