@@ -29,7 +29,7 @@ import torch
 import edgeprune
 from edgeprune.config import list_targets
 from edgeprune.report.build import schema
-from tests.conftest import FASHION_ARGS, REPO, CliResult, run_cli
+from tests.conftest import FASHION_ARGS, REPO, CliResult
 
 pytestmark = pytest.mark.container
 
