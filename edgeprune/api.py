@@ -265,8 +265,8 @@ def compile(  # mirrors `edgeprune compile` (shadows the builtin here only)
     arch_kwargs: Mapping[str, Any] | str | None = None,
     eval_data: Any = None,
     train_data: Any = None,
-    target: str = "openvino-cpu",
-    out: str | Path = "out",
+    target: str | None = None,  # None: the option table's default (openvino-cpu)
+    out: str | Path | None = None,  # None: the option table's default (./out)
     quiet: bool = True,
     **options: Any,
 ) -> Report:
@@ -312,7 +312,7 @@ def prune(
     arch_kwargs: Mapping[str, Any] | str | None = None,
     eval_data: Any = None,
     train_data: Any = None,
-    out: str | Path = "out",
+    out: str | Path | None = None,  # None: the option table's default (./out)
     quiet: bool = True,
     **options: Any,
 ) -> PruneResult:
@@ -598,6 +598,10 @@ def _run(model: Any, o: dict[str, Any], argv: list[str], run: Callable[[Any], An
     from edgeprune.outlock import output_lock
     from edgeprune.pipeline import check_output_dir
 
+    if o.get("out") is None:
+        from edgeprune.options import default
+
+        o["out"] = default("out")
     out_dir = Path(o["out"])
     if isinstance(model, str | Path):
         o["model"] = str(model)

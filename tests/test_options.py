@@ -126,3 +126,16 @@ def test_a_choice_out_of_its_list_names_the_choices(compile_args, tiny_state_dic
                                         "0.3", "--compensate", "refti"))
     assert result.code == 2 and "did you mean refit?" in result.stderr
     assert "refit, mean, bn, none" in result.stderr
+
+
+def test_the_api_keywords_have_no_default_of_their_own() -> None:
+    """edgeprune.compile(target=None, out=None, ...): the table fills them in (the API is
+    quiet unless asked: a notebook cell is not a terminal log)."""
+    import inspect
+
+    from edgeprune import api
+
+    for function in (api.compile, api.prune):
+        for name, param in inspect.signature(function).parameters.items():
+            if name in table.BY_NAME and name != "quiet":
+                assert param.default is None, (function.__name__, name)
