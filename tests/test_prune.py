@@ -242,3 +242,49 @@ def test_unreachable_amount_is_a_warning() -> None:
     found = search_threshold(model, example, short, dscore, PruneOptions(), 0.9)
     assert not found["target_met"] and found["reduction"] < 0.9
     assert "short of the 90%" in found["warnings"][0]
+
+
+class _ConvHead(nn.Module):
+    """SqueezeNet's ending: the classes come from a 1x1 conv, then ReLU, pooling and
+    flatten (the conv's output tensor is not the model's output)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16),
+                                      nn.ReLU(), nn.Conv2d(16, 24, 3, padding=1), nn.ReLU())
+        self.head = nn.Conv2d(24, 10, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.head(self.features(x)))
+        return torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
+
+
+class _LinearThen(nn.Module):
+    """A classifier followed by an operation: log-softmax, or a temperature divide."""
+
+    def __init__(self, after: str) -> None:
+        super().__init__()
+        self.after = after
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.fc1 = nn.Linear(16, 32)
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.conv(x)).mean((2, 3))
+        x = self.fc(torch.relu(self.fc1(x)))
+        return torch.log_softmax(x, 1) if self.after == "log_softmax" else x / 2.5
+
+
+@pytest.mark.parametrize("make", [_ConvHead, lambda: _LinearThen("log_softmax"),
+                                  lambda: _LinearThen("temperature")],
+                         ids=["conv-head-relu-pool", "linear-log-softmax",
+                              "linear-temperature"])
+def test_the_outputs_are_never_pruned_whatever_follows_them(make) -> None:
+    model = make().eval()
+    example = torch.randn(2, 3, 16, 16)
+    _, groups = find_groups(model, example, PruneOptions())
+    names = {m for g in groups for m, _ in g.producers}
+    assert names and not names & {"head", "fc"}, names
+    pruned, _ = prune_copy(model, example, {g.name: 0.5 for g in groups}, l1, PruneOptions())
+    with torch.no_grad():
+        assert pruned(example).shape == model(example).shape == (2, 10)

@@ -105,10 +105,37 @@ class PruneGroup:
     residual: bool
 
 
-def _output_layers(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
-    """Layers whose output IS the model output (the classifier): never pruned."""
-    seen: list[tuple[nn.Module, torch.Tensor]] = []
-    hooks = [m.register_forward_hook(lambda mod, i, o: seen.append((mod, o)))
+def _channel_preserving(module: nn.Module) -> bool:
+    """A depthwise conv maps channel i to channel i: pruning through it still changes what
+    follows it, so the walk to the outputs passes through it."""
+    return isinstance(module, nn.Conv2d) and module.groups > 1 and (
+        module.groups == module.in_channels == module.out_channels)
+
+
+def _output_layers(graph: tp.DependencyGraph, model: nn.Module,
+                   example: torch.Tensor) -> list[nn.Module]:
+    """Layers whose output channels ARE the model's outputs (the classifier, a conv head,
+    every head of a multi-output model): never pruned. Found by walking the dependency
+    graph back from its outputs through whatever follows the last layers (activations,
+    pooling, flatten, log-softmax, a temperature divide, residual adds, concatenations)
+    to the first conv/linear on each path; plus, as before, any layer whose output tensor
+    is the model's output."""
+    found: dict[int, nn.Module] = {}
+    nodes = list(graph.module2node.values())
+    stack = [n for n in nodes if not n.outputs]
+    seen: set[int] = set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        module = node.module
+        if isinstance(module, nn.Conv2d | nn.Linear) and not _channel_preserving(module):
+            found[id(module)] = module
+            continue
+        stack.extend(node.inputs)
+    seen_out: list[tuple[nn.Module, torch.Tensor]] = []
+    hooks = [m.register_forward_hook(lambda mod, i, o: seen_out.append((mod, o)))
              for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
     try:
         with torch.no_grad():
@@ -116,7 +143,20 @@ def _output_layers(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
     finally:
         for h in hooks:
             h.remove()
-    return [m for m, o in seen if o is out or o.data_ptr() == out.data_ptr()]
+    for module, tensor in seen_out:
+        if isinstance(out, torch.Tensor) and (tensor is out
+                                              or tensor.data_ptr() == out.data_ptr()):
+            found[id(module)] = module
+    return list(found.values())
+
+
+def output_shapes(model: nn.Module, example: torch.Tensor) -> list[tuple[int, ...]]:
+    """The shapes of the model's outputs (a tensor, or a tuple/list/dict of them)."""
+    with torch.no_grad():
+        out = model.eval()(example)
+    flat = out.values() if isinstance(out, dict) else (
+        out if isinstance(out, tuple | list) else [out])
+    return [tuple(t.shape) for t in flat if isinstance(t, torch.Tensor)]
 
 
 def _excluded(name: str, exclude: Iterable[str]) -> bool:
@@ -129,7 +169,7 @@ def find_groups(model: nn.Module, example: torch.Tensor,
     names = {m: n for n, m in model.named_modules()}
     graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
     groups = []
-    for group in graph.get_all_groups(ignored_layers=_output_layers(model, example),
+    for group in graph.get_all_groups(ignored_layers=_output_layers(graph, model, example),
                                       root_module_types=(nn.Conv2d, nn.Linear)):
         members, producers = [], []
         for item in group.items:
@@ -210,6 +250,14 @@ def prune_copy(model: nn.Module, example: torch.Tensor, ratios: dict[str, float]
     graph, groups = find_groups(pruned, example, options)
     plan = plan_from_ratios(groups, ratios, criterion, options)
     apply_plan(graph, groups, plan)
+    before, after = output_shapes(model, example), output_shapes(pruned, example)
+    if before != after:  # never write a model whose outputs changed
+        from edgeprune.errors import InputError
+
+        raise InputError(f"pruning changed the model's output shape {before} → {after}: "
+                           "a layer that produces the outputs was pruned",
+                           fix="exclude the layers that produce the outputs with --exclude "
+                           "NAME (and report this model: edgeprune should have found them)")
     return pruned, plan
 
 
