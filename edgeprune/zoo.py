@@ -375,6 +375,48 @@ def densenet_tiny(num_classes: int = 10, in_channels: int = 3) -> DenseNetTiny:
     return DenseNetTiny(num_classes=num_classes, in_channels=in_channels)
 
 
+class GroupedBottleneck(nn.Module):
+    """ResNeXt/RegNet's block: 1x1 → grouped 3x3 (``groups`` cardinality, not depthwise)
+    → 1x1, BatchNorm after each, with an identity shortcut."""
+
+    def __init__(self, channels: int, width: int, groups: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, padding=1, groups=groups, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, channels, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.bn1(self.conv1(x)))
+        y = F.relu(self.bn2(self.conv2(y)))
+        return F.relu(x + self.bn3(self.conv3(y)))
+
+
+class ResNeXtTiny(nn.Module):
+    """Grouped convolutions (cardinality 4 and 8) and a GroupNorm stem, for 32x32 inputs:
+    the structures whose channels must be pruned per group."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(in_channels, 32, 3, padding=1, bias=False)
+        self.norm = nn.GroupNorm(4, 32)
+        self.block1 = GroupedBottleneck(32, 32, 4)
+        self.block2 = GroupedBottleneck(32, 48, 8)
+        self.fc = nn.Linear(32, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.norm(self.stem(x)))
+        x = self.block2(self.block1(x))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def resnext_tiny(num_classes: int = 10, in_channels: int = 3) -> ResNeXtTiny:
+    """Small ResNeXt-style net (grouped 3x3 convolutions, GroupNorm) for 32x32 inputs."""
+    return ResNeXtTiny(num_classes=num_classes, in_channels=in_channels)
+
+
 # --------------------------------------------------------------------------- registry
 
 
@@ -387,6 +429,7 @@ ZOO: dict[str, Callable[..., nn.Module]] = {
     "mobilenetv2_cifar": mobilenetv2_cifar,
     "vgg16_cifar": vgg16_cifar,
     "densenet_tiny": densenet_tiny,
+    "resnext_tiny": resnext_tiny,
 }
 
 

@@ -33,6 +33,7 @@ from edgeprune.zoo import (
     mobilenetv2_cifar,
     resnet20,
     resnet56,
+    resnext_tiny,
     vgg16_cifar,
 )
 
@@ -86,6 +87,7 @@ ARCHS = {
     "mobilenetv2": (lambda: mobilenetv2_cifar(width_mult=0.5), (2, 3, 32, 32)),
     "vgg16": (vgg16_cifar, (2, 3, 32, 32)),
     "densenet": (densenet_tiny, (2, 3, 32, 32)),
+    "resnext": (resnext_tiny, (2, 3, 32, 32)),  # grouped convolutions, GroupNorm
 }
 
 
@@ -143,7 +145,7 @@ def test_structural_pruning_on_architecture(name: str, tmp_path: Path) -> None:
     pruned = out["pruned"]
     # the saved artifact reloads WITHOUT pickled code and computes the same outputs
     arch = {"resnet20": "resnet20", "resnet56": "resnet56", "vgg16": "vgg16_cifar",
-            "densenet": "densenet_tiny"}.get(name)
+            "densenet": "densenet_tiny", "resnext": "resnext_tiny"}.get(name)
     if arch:
         from edgeprune.model import ArchSpec
 

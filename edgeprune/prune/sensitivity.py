@@ -70,14 +70,19 @@ def analyze(model: nn.Module, example: torch.Tensor, criterion: Criterion, evalu
     graph, groups = find_groups(model, example, options)
     curves: dict[str, list[list[float]]] = {}
     for group in groups:
-        order = torch.argsort(group_scores(group, criterion), stable=True).tolist()
+        scores = group_scores(group, criterion)
         curve: list[list[float]] = []
         last_kept, last_acc = group.channels, base
+        by_mask = maskable(model, group)
         for ratio in steps:
-            kept = options.keep_count(group.channels, ratio)
+            kept = group.keep(options, ratio)
             if kept != last_kept:
-                with zeroed_channels(graph, group, sorted(order[: group.channels - kept])):
-                    last_acc = evaluate(model)
+                if by_mask:
+                    with zeroed_channels(graph, group, group.channels_to_prune(scores, kept)):
+                        last_acc = evaluate(model)
+                else:
+                    last_acc = evaluate(prune_copy(model, example, {group.name: ratio},
+                                                   criterion, options)[0])
                 last_kept = kept
             curve.append([ratio, last_acc])
             if on_eval:
@@ -87,6 +92,15 @@ def analyze(model: nn.Module, example: torch.Tensor, criterion: Criterion, evalu
         curves[group.name] = curve
     return {"baseline_accuracy": base, "steps": list(steps), "curves": curves,
             "channels": {g.name: g.channels for g in groups}}
+
+
+def maskable(model: nn.Module, group: PruneGroup) -> bool:
+    """Zeroing equals removing unless a layer normalizes ACROSS the group's channels
+    (GroupNorm, LayerNorm: a zero still counts in their statistics); those groups are
+    measured on a pruned copy instead."""
+    modules = dict(model.named_modules())
+    return not any(isinstance(modules.get(name), nn.GroupNorm | nn.LayerNorm)
+                   for name in group.members)
 
 
 @contextlib.contextmanager

@@ -86,10 +86,13 @@ class PruneOptions:
     exclude: list[str] = field(default_factory=list)  # module names (or prefixes) to keep
     prune_residual: bool = True  # False = the paper's choice: leave residual streams whole
 
-    def keep_count(self, channels: int, ratio: float) -> int:
+    def keep_count(self, channels: int, ratio: float, channel_groups: int = 1) -> int:
+        """Channels kept at ``ratio``: at least min_channels, a multiple of round_to and
+        of ``channel_groups`` (a grouped convolution loses the same count per group)."""
+        step = math.lcm(self.round_to, channel_groups)
         keep = channels - math.floor(channels * ratio + 1e-9)
         keep = max(keep, min(self.min_channels, channels))
-        keep = math.ceil(keep / self.round_to) * self.round_to
+        keep = math.ceil(keep / step) * step
         return min(keep, channels)
 
 
@@ -103,6 +106,24 @@ class PruneGroup:
     producers: list[tuple[str, nn.Module]]  # layers whose output channels these are
     members: list[str]  # every layer the removal touches
     residual: bool
+    # >1 when a grouped convolution (or GroupNorm) reads or writes these channels: each of
+    # its groups must lose the same in-group positions (Torch-Pruning's MetaPruner rule)
+    channel_groups: int = 1
+
+    def keep(self, options: PruneOptions, ratio: float) -> int:
+        return options.keep_count(self.channels, ratio, self.channel_groups)
+
+    def channels_to_prune(self, scores: torch.Tensor, keep: int) -> list[int]:
+        """The ``channels - keep`` lowest-scoring channels; with channel groups, the
+        lowest-scoring in-group positions (scores averaged over the groups), in every
+        group."""
+        if self.channel_groups == 1:
+            return sorted(torch.argsort(scores, stable=True)[: self.channels - keep].tolist())
+        size = self.channels // self.channel_groups
+        per_position = scores.reshape(self.channel_groups, size).mean(0)
+        positions = torch.argsort(per_position, stable=True)[
+            : (self.channels - keep) // self.channel_groups].tolist()
+        return sorted(p + g * size for g in range(self.channel_groups) for p in positions)
 
 
 def _channel_preserving(module: nn.Module) -> bool:
@@ -159,6 +180,20 @@ def output_shapes(model: nn.Module, example: torch.Tensor) -> list[tuple[int, ..
     return [tuple(t.shape) for t in flat if isinstance(t, torch.Tensor)]
 
 
+def _channel_groups(group: Any, channels: int) -> int:
+    """How many equal parts these channels form for the layers that touch them: a
+    grouped (not depthwise) convolution's groups, a GroupNorm's groups; else 1."""
+    parts = 1
+    for item in group.items:
+        module = item.dep.target.module
+        if isinstance(module, nn.Conv2d) and module.groups > 1 and not _channel_preserving(
+                module):
+            parts = math.lcm(parts, module.groups)
+        elif isinstance(module, nn.GroupNorm) and module.num_groups > 1:
+            parts = math.lcm(parts, module.num_groups)
+    return parts if channels % parts == 0 else 1
+
+
 def _excluded(name: str, exclude: Iterable[str]) -> bool:
     return any(name == e or name.startswith(e + ".") for e in exclude)
 
@@ -189,8 +224,10 @@ def find_groups(model: nn.Module, example: torch.Tensor,
         if residual and not options.prune_residual:
             continue
         root = group.items[0].dep.target.module
-        groups.append(PruneGroup(producers[0][0], root, producers[0][1].weight.shape[0],
-                                 producers, sorted(set(members)), residual))
+        channels = producers[0][1].weight.shape[0]
+        groups.append(PruneGroup(producers[0][0], root, channels, producers,
+                                 sorted(set(members)), residual,
+                                 _channel_groups(group, channels)))
     return graph, groups
 
 
@@ -221,9 +258,8 @@ def plan_from_ratios(groups: list[PruneGroup], ratios: dict[str, float], criteri
     plan = PrunePlan()
     for g in groups:
         ratio = ratios.get(g.name, 0.0)
-        keep = options.keep_count(g.channels, ratio)
-        scores = group_scores(g, criterion)
-        pruned = sorted(torch.argsort(scores, stable=True)[: g.channels - keep].tolist())
+        keep = g.keep(options, ratio)
+        pruned = g.channels_to_prune(group_scores(g, criterion), keep)
         plan.groups[g.name] = {"channels": g.channels, "kept": keep, "ratio": ratio,
                                "pruned": pruned, "residual": g.residual}
     return plan
@@ -295,3 +331,37 @@ def resize_to_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
         bias = state.get(f"{prefix}bias")
         if bias is not None:  # also a bias the compensation added to a bias-free layer
             module.bias = nn.Parameter(torch.empty_like(bias))
+    _resize_other_tensors(model, state)
+
+
+# the attribute that holds a layer's channel count, for the layers that have one
+_SIZE_ATTRIBUTES = ("num_features", "num_channels", "num_parameters")
+
+
+def _resize_other_tensors(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Every other parameter or buffer whose saved shape differs (GroupNorm, LayerNorm,
+    PReLU, a layer scale, a bare nn.Parameter): the same generic rule for all -- take the
+    saved shape, and update the layer's channel-count attribute when it has one."""
+    for name, module in model.named_modules():
+        prefix = f"{name}." if name else ""
+        resized = False
+        for kind, tensors in (("parameter", module._parameters), ("buffer", module._buffers)):
+            for key, tensor in list(tensors.items()):
+                saved = state.get(prefix + key)
+                if tensor is None or saved is None or saved.shape == tensor.shape:
+                    continue
+                fresh = torch.empty(saved.shape, dtype=tensor.dtype)
+                if kind == "parameter":
+                    tensors[key] = nn.Parameter(fresh, requires_grad=tensor.requires_grad)
+                else:
+                    tensors[key] = fresh
+                resized = True
+        if not resized:
+            continue
+        channels = next((state[prefix + k].shape[0] for k in ("weight", "bias")
+                         if prefix + k in state and state[prefix + k].dim() >= 1), None)
+        for attribute in _SIZE_ATTRIBUTES:
+            if channels is not None and isinstance(getattr(module, attribute, None), int):
+                setattr(module, attribute, int(channels))
+        if isinstance(module, nn.LayerNorm) and prefix + "weight" in state:
+            module.normalized_shape = tuple(state[prefix + "weight"].shape)
