@@ -417,6 +417,46 @@ def resnext_tiny(num_classes: int = 10, in_channels: int = 3) -> ResNeXtTiny:
     return ResNeXtTiny(num_classes=num_classes, in_channels=in_channels)
 
 
+class ConvNeXtBlock(nn.Module):
+    """ConvNeXt's block: depthwise 7x7, LayerNorm over channels (channels-last), an
+    inverted MLP, a learnt per-channel layer scale (a bare nn.Parameter), residual add."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.dwconv = nn.Conv2d(channels, channels, 7, padding=3, groups=channels)
+        self.norm = nn.LayerNorm(channels, eps=1e-6)
+        self.pwconv1 = nn.Linear(channels, 4 * channels)
+        self.pwconv2 = nn.Linear(4 * channels, channels)
+        self.gamma = nn.Parameter(torch.full((channels,), 0.5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.dwconv(x).permute(0, 2, 3, 1)
+        y = self.pwconv2(F.gelu(self.pwconv1(self.norm(y))))
+        return x + (self.gamma * y).permute(0, 3, 1, 2)
+
+
+class ConvNeXtTiny(nn.Module):
+    """A two-stage ConvNeXt-style net for 32x32 inputs: LayerNorm, layer scale, GELU."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(in_channels, 32, 4, stride=4)
+        self.stage1 = ConvNeXtBlock(32)
+        self.down = nn.Conv2d(32, 64, 2, stride=2)
+        self.stage2 = ConvNeXtBlock(64)
+        self.head_norm = nn.LayerNorm(64, eps=1e-6)
+        self.head = nn.Linear(64, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stage2(self.down(self.stage1(self.stem(x))))
+        return self.head(self.head_norm(x.mean((2, 3))))
+
+
+def convnext_tiny(num_classes: int = 10, in_channels: int = 3) -> ConvNeXtTiny:
+    """Small ConvNeXt-style net (LayerNorm, layer scale, depthwise 7x7) for 32x32 inputs."""
+    return ConvNeXtTiny(num_classes=num_classes, in_channels=in_channels)
+
+
 # --------------------------------------------------------------------------- registry
 
 
@@ -430,6 +470,7 @@ ZOO: dict[str, Callable[..., nn.Module]] = {
     "vgg16_cifar": vgg16_cifar,
     "densenet_tiny": densenet_tiny,
     "resnext_tiny": resnext_tiny,
+    "convnext_tiny": convnext_tiny,
 }
 
 

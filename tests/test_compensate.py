@@ -34,7 +34,8 @@ from edgeprune.prune.structural import (
 )
 from edgeprune.stages.load import read_model_artifact, save_derived_artifact, save_model_artifact
 
-ARCHS = ["resnet20", "mobilenetv2_cifar", "densenet_tiny", "vgg16_cifar", "resnext_tiny"]
+ARCHS = ["resnet20", "mobilenetv2_cifar", "densenet_tiny", "vgg16_cifar", "resnext_tiny",
+         "convnext_tiny"]
 
 
 def _model(name: str) -> tuple[nn.Module, torch.Tensor]:
@@ -73,7 +74,7 @@ def test_zeroed_channels_equal_the_surgery(arch: str) -> None:
             assert torch.allclose(cut, masked, atol=1e-4), (arch, group.name)
 
 
-@pytest.mark.parametrize("arch", ["resnet20", "resnext_tiny"])
+@pytest.mark.parametrize("arch", ["resnet20", "resnext_tiny", "convnext_tiny"])
 def test_masked_analysis_gives_the_surgerys_curves(arch: str) -> None:
     """Same curves (so the same ratios) as pruning a copy at every step; also with grouped
     convolutions (channels cut per group) and a GroupNorm (that group: measured on a copy)."""

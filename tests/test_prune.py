@@ -28,6 +28,7 @@ from edgeprune.prune.structural import (
 )
 from edgeprune.stages.load import read_model_artifact, save_model_artifact
 from edgeprune.zoo import (
+    convnext_tiny,
     densenet_tiny,
     fashion_cnn,
     mobilenetv2_cifar,
@@ -88,6 +89,7 @@ ARCHS = {
     "vgg16": (vgg16_cifar, (2, 3, 32, 32)),
     "densenet": (densenet_tiny, (2, 3, 32, 32)),
     "resnext": (resnext_tiny, (2, 3, 32, 32)),  # grouped convolutions, GroupNorm
+    "convnext": (convnext_tiny, (2, 3, 32, 32)),  # LayerNorm, layer scale, permutes
 }
 
 
@@ -145,7 +147,8 @@ def test_structural_pruning_on_architecture(name: str, tmp_path: Path) -> None:
     pruned = out["pruned"]
     # the saved artifact reloads WITHOUT pickled code and computes the same outputs
     arch = {"resnet20": "resnet20", "resnet56": "resnet56", "vgg16": "vgg16_cifar",
-            "densenet": "densenet_tiny", "resnext": "resnext_tiny"}.get(name)
+            "densenet": "densenet_tiny", "resnext": "resnext_tiny",
+            "convnext": "convnext_tiny"}.get(name)
     if arch:
         from edgeprune.model import ArchSpec
 

@@ -116,7 +116,8 @@ def zeroed_channels(graph: Any, group: PruneGroup, channels: list[int]) -> Itera
             continue
         mask = torch.ones(module.weight.shape[0])
         mask[list(idxs)] = 0.0
-        handles.append(module.register_forward_hook(_mask_hook(mask)))
+        handles.append(module.register_forward_hook(
+            _mask_hook(mask, last_dim=isinstance(module, nn.Linear))))
     try:
         yield
     finally:
@@ -124,8 +125,12 @@ def zeroed_channels(graph: Any, group: PruneGroup, channels: list[int]) -> Itera
             handle.remove()
 
 
-def _mask_hook(mask: torch.Tensor) -> Callable:
+def _mask_hook(mask: torch.Tensor, last_dim: bool) -> Callable:
+    """Channels are dim 1 of a conv's or BatchNorm's output, the last dim of a linear's
+    (also when it runs on channels-last feature maps, as in ConvNeXt's MLP)."""
     def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+        if last_dim:
+            return output * mask.to(output.dtype)
         shape = [1, -1] + [1] * (output.dim() - 2)
         return output * mask.to(output.dtype).view(shape)
     return hook
