@@ -93,7 +93,7 @@ def test_ternary_that_misses_the_budget_retries_with_its_worst_layer_at_int8(
     """--search-ternary: two QAT steps leave the ternary CNN far below a 2-point budget, so
     the search retries it once with the layer the quantize stage found most damaged by
     ternarization alone kept at int8 (the 8-bit per-layer exception); dense INT8 meets the
-    budget and stays the answer."""
+    budget."""
     out = tmp_path / "out"
     result = run_cli("compile", fashion_ckpt, "--data", fashion_small, *FASHION_ARGS,
                      "--eval-limit", "300", "--calib-size", "100", "--iterations", "50",
@@ -116,7 +116,11 @@ def test_ternary_that_misses_the_budget_retries_with_its_worst_layer_at_int8(
         (Path(retry["out"]) / "report.json").read_text())["quantization"]["layers"]}
     assert layers[worst] == "int8"
     assert sum(p == "ternary" for p in layers.values()) == len(agreement) - 1
-    assert search["chosen"] == "dense-int8"
+    # both run INT8 kernels: dense INT8 wins the tie on accuracy, unless the retry (within
+    # the budget too) measured faster beyond the tie margin
+    chosen = rows.get(search["chosen"]) or {"name": "dense-int8"}
+    assert search["chosen"] in ("dense-int8", retry["name"])
+    assert search["chosen"] == "dense-int8" or chosen["within_budget"]
 
 
 def test_int8_that_misses_the_budget_gets_its_worst_layers_back_in_fp32(
