@@ -148,7 +148,7 @@ OPTIONS: tuple[Option, ...] = (
        default_text="the profile's, if any", minimum=0, above_minimum=True,
        invalidates="verdict", metavar="MS", commands=COMPILE),
     _O("percentile", "str", "budget", "Latency percentile: compile checks the goal at it; "
-       "report compares at it (default there: the reports' budget percentile).",
+       "report compares the runs at it.",
        default_text="the profile's (p50)", choices=("p50", "p90", "p99"),
        invalidates="verdict", metavar="P", commands=frozenset({"compile", "report"})),
     # --- pruning

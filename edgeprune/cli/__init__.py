@@ -15,6 +15,7 @@ import typer
 
 from edgeprune import __version__
 from edgeprune.cli import compile, demo, prune, report, targets
+from edgeprune.cli.common import print_help
 from edgeprune.errors import EXIT_INPUT
 
 app = typer.Typer(
@@ -25,6 +26,7 @@ app = typer.Typer(
     "reachable).",
     no_args_is_help=True,
     add_completion=False,
+    add_help_option=False,
     rich_markup_mode="markdown",
 )
 
@@ -40,6 +42,9 @@ def main(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           metavar="", help="Print the version and exit.")]
     = False,
+    help_: Annotated[bool, typer.Option("--help", "-h", callback=print_help, is_eager=True,
+                                        expose_value=False, metavar="",
+                                        help="Show this message and exit.")] = False,
 ) -> None:
     """edgeprune: compile a trained vision model for an edge target, within a budget."""
 

@@ -34,7 +34,7 @@ def _help_text(opt: Option) -> str:
     return opt.help + choices + (f" [default: {shown}]" if shown else "")
 
 
-def _print_help(ctx: typer.Context, value: bool) -> None:
+def print_help(ctx: typer.Context, value: bool) -> None:
     if value and not ctx.resilient_parsing:
         typer.echo(ctx.get_help())
         raise typer.Exit()
@@ -43,7 +43,7 @@ def _print_help(ctx: typer.Context, value: bool) -> None:
 HELP = inspect.Parameter(
     "help_", inspect.Parameter.KEYWORD_ONLY, default=False,
     annotation=Annotated[bool, typer.Option("--help", "-h", is_eager=True, expose_value=False,
-                                            callback=_print_help, metavar="",
+                                            callback=print_help, metavar="",
                                             rich_help_panel=PANELS["output"],
                                             help="Show this message and exit.")])
 

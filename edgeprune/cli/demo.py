@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import typer
 
 from edgeprune.cli.common import guarded, register, run_and_emit
 from edgeprune.errors import InputError
+from edgeprune.options import for_command
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian: dataset-fashion-mnist
 DEMO_OUT = Path("out/demo")
@@ -58,4 +60,8 @@ def demo_command(values: dict[str, Any]) -> None:
 
 
 def add(app: typer.Typer) -> None:
-    register(app, "demo", demo_command, doc=DOC, epilog="", arguments=[])
+    # the help shows what the demo uses when an option is not given (its recipe)
+    shown = {"data": str(FASHION_DIR), "out": str(DEMO_OUT), "precision": RECIPE["precision"]}
+    options = [replace(o, default_text=shown[o.name]) if o.name in shown else o
+               for o in for_command("demo")]
+    register(app, "demo", demo_command, doc=DOC, epilog="", arguments=[], options=options)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,7 +12,7 @@ import typer
 
 from edgeprune.cli.common import guarded, register
 from edgeprune.errors import InputError
-from edgeprune.options import default
+from edgeprune.options import default, for_command
 
 DOC = """Compare two compile runs and exit 3 when the candidate regressed (CI gate).
 
@@ -74,6 +75,9 @@ def report_command(values: dict[str, Any]) -> None:
 
 
 def add(app: typer.Typer) -> None:
-    register(app, "report", report_command, doc=DOC, epilog=EPILOG, arguments=[
+    options = [replace(o, default_text="the reports' budget percentile")
+               if o.name == "percentile" else o for o in for_command("report")]
+    register(app, "report", report_command, doc=DOC, epilog=EPILOG, options=options,
+             arguments=[
         _argument("reference", "Reference run: its --out folder or report.json."),
         _argument("candidate", "Run to check against the reference.")])
