@@ -48,9 +48,7 @@ def load_job_file(path: Path, command: str = "compile") -> dict[str, Any]:
         raise InputError(f"cannot read job file {path}: {exc.strerror or exc}",
                          fix="check the path and its permissions") from exc
     refuse_named_code(job, f"job file {path}")
-    known = set(job_keys(command))
-    refuse_unknown(set(job) - known if set(job) - known else set(), command,
-                   f"job file {path}", "key")
+    refuse_unknown(set(job), command, f"job file {path}", "key", known=job_keys(command))
     check_values(job, f"job file {path}")
     return job
 

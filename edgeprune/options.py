@@ -338,10 +338,11 @@ def did_you_mean(key: str, known: list[str] | tuple[str, ...]) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
-def refuse_unknown(keys: list[str] | set[str], command: str, where: str, spell: str) -> None:
+def refuse_unknown(keys: list[str] | set[str], command: str, where: str, spell: str,
+                   known: list[str] | None = None) -> None:
     """Unknown keys, with a did-you-mean. ``spell``: "flag" (--max-drop), "key" (max_drop)
-    or "keyword" (max_drop=)."""
-    known = [o.name for o in for_command(command)]
+    or "keyword" (max_drop=); ``known``: the allowed names (default: the command's)."""
+    known = known if known is not None else [o.name for o in for_command(command)]
     unknown = sorted(set(keys) - set(known))
     if not unknown:
         return
