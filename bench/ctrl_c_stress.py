@@ -99,13 +99,28 @@ def leftovers(out: Path) -> list[str]:
                   if p.name.endswith((".partial", ".tmp")) or ".trash" in p.name)
 
 
+PF_EXITING = 0x4  # linux/sched.h: the task is in exit_group()
+
+
+def _exiting(pid: int) -> bool:
+    """Has the process already called exit? Tearing down a process that mapped PyTorch
+    and OpenVINO takes milliseconds, during which ``poll()`` still says "running" but a
+    signal can no longer reach it (its exit code is already decided)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    fields = stat[stat.rindex(")") + 2:].split()  # fields 3.. of proc(5): state, ppid, ...
+    return fields[0] in "ZX" or bool(int(fields[6]) & PF_EXITING)
+
+
 def _interrupt(cmd: list[str], env: dict, out: Path, delay: float, group: bool
                ) -> tuple[int | None, str, bool]:
     """Start the run, wait ``delay``, send SIGINT; (exit code, stderr, signal sent)."""
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, preexec_fn=_child_setup)
     time.sleep(delay)
-    if proc.poll() is not None:  # finished before the signal: not an interrupt
+    if proc.poll() is not None or _exiting(proc.pid):  # finished: not an interrupt
         _, stderr = proc.communicate()
         return proc.returncode, stderr, False
     if group:

@@ -199,4 +199,10 @@ def finish(code: Any) -> None:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError, AttributeError):
             stream.flush()
+    # A SIGINT from here on would be seen by the C handler but its Python handler would
+    # never run (no more bytecode after os._exit's arguments): block it and look at it.
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        if signal.SIGINT in signal.sigpending():
+            _state.count += 1
     os._exit(final if _state.count == 0 else EXIT_INTERRUPTED)
