@@ -193,6 +193,19 @@ def test_job_file_cannot_name_a_metric(fashion_small: Path, fashion_ckpt: Path,
     assert ok.code == 0, ok.stderr
 
 
+def test_target_profile_cannot_name_a_metric(fashion_small: Path, fashion_ckpt: Path,
+                                             tmp_path: Path) -> None:
+    profile = (Path(__file__).resolve().parents[1] / "targets" / "openvino-cpu.toml")
+    lines = profile.read_text().splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("["))
+    bad = tmp_path / "mine.toml"
+    bad.write_text("\n".join([*lines[:at], 'metric = "os:system"', *lines[at:]]) + "\n")
+    out = tmp_path / "out"
+    result = run_cli_here("compile", fashion_ckpt, "--data", fashion_small, *FASHION_ARGS,
+                          "--target", bad, "--out", out)
+    assert_bad_input(result, out, "mine.toml", "metric")
+
+
 # --------------------------------------------------------------------------- targets
 
 
@@ -278,3 +291,24 @@ def test_remote_evaluation_refuses_a_metric(fashion_small: Path, fashion_ckpt: P
     result = run_cli_here("compile", fashion_ckpt, "--data", fashion_small, *FASHION_ARGS,
                           "--metric", MIOU, "--device", "user@192.0.2.1", "--out", out)
     assert_input_error(result, "raw outputs", "drop --device")
+
+
+def test_python_api_takes_the_metric_callable(tmp_path: Path) -> None:
+    """edgeprune.compile(..., metric=<the callable>) on an in-memory dataset of (image,
+    mask) pairs: the report names the metric, its number is the metric's."""
+    import edgeprune
+    from edgeprune.examples.segmentation import data, miou
+    from edgeprune.zoo import seg_tiny
+
+    if not SEG_CKPT.is_file():
+        pytest.skip("seg_tiny.pt missing")
+    model = seg_tiny()
+    model.load_state_dict(torch.load(SEG_CKPT, weights_only=True)["state_dict"])
+    full = data("eval")
+    items = [full[i] for i in range(400)]
+    report = edgeprune.compile(model, items, metric=miou, channels=1, mean=[0.2860],
+                               std=[0.3530], calib_size=50, iterations=20, max_drop=1.0,
+                               out=tmp_path / "out")
+    assert report.passed and report.raw["metric"]["name"] == "mIoU"
+    assert report.raw["metric"]["spec"] == "edgeprune.examples.segmentation:miou"
+    assert 40 < report.final.accuracy <= 100
