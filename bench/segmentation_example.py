@@ -5,7 +5,11 @@ per-pixel masks, 11 classes) gated on mIoU with ``--metric``.
 2. ``edgeprune prune`` (D-Score, 40% of the FLOPs, label-free distillation recovery on
    the per-pixel outputs) → ``edgeprune compile pruned.pt --precision int8``;
 3. the same pruning in one ``compile`` run, so the drop is against the dense model:
-   within a 5-point budget (exit 0), and heavy pruning with ``--max-drop 0.1`` (exit 3).
+   within a 5-point budget (exit 0), and heavy pruning (70% of the FLOPs, the same
+   recovery) with ``--max-drop 0.1`` (exit 3).
+
+Every run gets the same ``--train-data`` (calibration, sensitivity, recovery) and so the
+same evaluation images (``--eval-limit`` of the 10k test images, seed 0).
 
     python bench/segmentation_example.py [--eval-limit 2000]
 Writes bench/results/segmentation_example.json (every command, its exit code, wall
@@ -89,20 +93,21 @@ def main() -> int:
 
         for precision in ("fp32", "int8"):
             step(f"dense_{precision}", ["compile", str(CKPT), "--arch", "seg_tiny", *common,
-                                        *compile_, "--precision", precision,
+                                        *train, *compile_, "--precision", precision,
                                         "--max-drop", "1"], root / f"dense-{precision}")
         step("prune", ["prune", str(CKPT), "--arch", "seg_tiny", *common, *train, *prune],
              root / "pruned", report=False)
         step("compile_pruned_int8", ["compile", str(root / "pruned" / "pruned.pt"), *common,
-                                     *compile_, "--precision", "int8", "--max-drop", "1"],
+                                     *train, *compile_, "--precision", "int8", "--max-drop", "1"],
              root / "compiled")
         step("one_run_prune_within_budget", ["compile", str(CKPT), "--arch", "seg_tiny",
                                              *common, *train, *prune, *compile_,
                                              "--precision", "int8", "--max-drop", "5"],
              root / "one-run")
         step("heavy_prune_missed", ["compile", str(CKPT), "--arch", "seg_tiny", *common,
-                                    *compile_, "--prune", "l1", "--prune-ratio", "0.7",
-                                    "--compensate", "none", "--recover", "none",
+                                    *train, *compile_, "--prune", "dscore",
+                                    "--flops-reduction", "0.7", "--recover-epochs",
+                                    str(args.recover_epochs), "--precision", "int8",
                                     "--max-drop", "0.1"], root / "heavy")
     from edgeprune.report.environment import environment
 
