@@ -175,8 +175,8 @@ OPTIONS: tuple[Option, ...] = (
        "fraction.", minimum=0, maximum=1, above_minimum=True, below_maximum=True,
        invalidates="prune", metavar="FRACTION"),
     _O("sensitivity_threshold", "float", "pruning", "Per-layer ratio = largest whose "
-       "pruned-alone top-1 (%; with --metric, its points) stays above this.", minimum=0, maximum=100,
-       invalidates="prune", metavar="TOP1"),
+       "pruned-alone top-1 (%; with --metric, its points) stays above this.", minimum=0,
+       maximum=100, invalidates="prune", metavar="TOP1"),
     _O("prune_ratio", "float", "pruning", "The same pruning ratio for every layer group.",
        minimum=0, maximum=1, above_minimum=True, below_maximum=True, invalidates="prune",
        metavar="FRACTION"),
