@@ -48,6 +48,10 @@ evaluation images and calibration images held out of it. A dataset's cache ident
 hash of its content, computed once per call by reading every item (which is also where a
 bad item is reported). ``nproc`` > 1 (training in other processes) needs data and an
 architecture those processes can open: paths and ``arch=``.
+
+**Metric.** ``metric=`` is ``"top1"`` (the default), a ``"module:callable"`` string as on
+the command line, or the callable itself (see :mod:`edgeprune.metrics` for its two forms);
+with a metric, the labels of the data may be targets of any structure (masks, boxes).
 """
 
 from __future__ import annotations
@@ -395,7 +399,8 @@ def _options(command: str, keys: list[str], layer: _Layer, given: dict[str, Any]
         if value is not None or key not in bool_keys:
             o[key] = value
     checked = {k: str(v) if isinstance(v, Path) else v for k, v in o.items()
-               if k not in (*_DATA_KEYS, "model") and v is not None}
+               if k not in (*_DATA_KEYS, "model") and v is not None
+               and not (k == "metric" and callable(v))}  # metric= may be the callable
     check_values(checked, f"edgeprune.{command}()")
     if o.get("arch_kwargs") is not None and o.get("arch") is None:
         raise InputError(f"edgeprune.{command}(arch_kwargs=...) without arch=",
@@ -431,7 +436,8 @@ def _data_options(data: Any, eval_data: Any, train_data: Any,
                   o: dict[str, Any]) -> dict[str, Any]:
     """Paths stay paths; a Dataset (or DataLoader) becomes an in-memory source."""
     values = {"data": data, "eval_data": eval_data, "train_data": train_data}
-    specs = {k: _data_spec(v, k) for k, v in values.items()}
+    class_labels = o.get("metric") in (None, "top1")  # a metric's targets: any structure
+    specs = {k: _data_spec(v, k, class_labels) for k, v in values.items()}
     preprocessed = [k for k, v in specs.items()
                     if v is not None and getattr(v, "preprocessed", False)]
     given = [k for k in _PREPROCESS_KEYS if o.get(k) is not None]
@@ -451,7 +457,7 @@ def _data_options(data: Any, eval_data: Any, train_data: Any,
     return specs
 
 
-def _data_spec(value: Any, role: str) -> Any:
+def _data_spec(value: Any, role: str, class_labels: bool = True) -> Any:
     from edgeprune.data.sources import DatasetSource
 
     if value is None or isinstance(value, str):
@@ -468,7 +474,8 @@ def _data_spec(value: Any, role: str) -> Any:
                else ""),
             fix=f"pass {role}= as a path (ImageFolder, IDX folder, .npz), module:callable, "
             "or a map-style torch Dataset of (image, label) items")
-    source = DatasetSource(value, f"Python dataset {type(value).__name__} ({role}=)")
+    source = DatasetSource(value, f"Python dataset {type(value).__name__} ({role}=)",
+                           class_labels)
     source.fingerprint()  # reads every item: a bad one is refused before anything is written
     return source
 

@@ -194,6 +194,7 @@ def build_config(r: Resolved, argv: list[str]):
                              f"target (got {precision} on {target.name})",
                              fix="add --precision int8 --target openvino-cpu, or drop it")
         target.options[ACCURACY_CONTROL] = budget.max_drop
+    metric = _metric_option(r, target)
     preprocess = Preprocess(
         input_size=size(r.given.get("input_size")),
         resize=r.given.get("resize"),
@@ -205,7 +206,7 @@ def build_config(r: Resolved, argv: list[str]):
         data=r.given.get("data"), eval_data=r.given.get("eval_data"),
         train_data=r.given.get("train_data"), calib_size=int(r["calib_size"]),
         eval_limit=r.given.get("eval_limit"), train_limit=r.given.get("train_limit"),
-        seed=int(r["seed"]),
+        seed=int(r["seed"]), class_labels=metric.is_top1,
     )
     if not (data.data or data.eval_data):
         raise InputError("no data given", fix="pass --data DIR (or --eval-data and --train-data)")
@@ -219,15 +220,49 @@ def build_config(r: Resolved, argv: list[str]):
     if not model.is_file():
         raise InputError(f"model file {model} does not exist" if not model.exists() else
                          f"model path {model} is not a file", fix="check the path to MODEL")
-    prune_config, recover_config = _prune_options(r)
+    prune_config, recover_config = _prune_options(r, metric.is_top1)
     return PipelineConfig(
-        prune=prune_config, recover=recover_config, quantize=_quant_options(r),
+        prune=prune_config, recover=recover_config,
+        quantize=_quant_options(r, metric.is_top1), metric=metric,
         teacher=_teacher_options(r), model_path=model,
         arch=parse_arch(r.given.get("arch"), r.given.get("arch_kwargs")),
         data=data, preprocess=preprocess, target=target, precision=precision, budget=budget,
         out_dir=out_dir, trust_pickle=r.has("trust_pickle"), exporter=exporter,
         fresh=r.has("fresh"), command=list(argv), wait_lock=r.has("wait_lock"),
     )
+
+
+def _metric_option(r: Resolved, target: Any):
+    """--metric → the run's Metric (top-1 by default), and what a user metric rules out:
+    it scores raw outputs, which only a runtime on this machine hands back."""
+    from edgeprune.backends import get_backend
+    from edgeprune.metrics import resolve_metric
+
+    metric = resolve_metric(r.given.get("metric"))
+    if metric.is_top1:
+        return metric
+    if target.remote.host or getattr(get_backend(target.backend), "needs_device", False):
+        raise InputError(
+            f"--metric {metric.spec} scores the runtime's raw outputs, but {target.name} "
+            + (f"evaluates on the device {target.remote.host}" if target.remote.host else
+               "evaluates on its device") + ", which returns top-1 predictions only",
+            fix="evaluate on this machine (drop --device; use openvino-cpu or "
+            "onnxruntime-cpu), or drop --metric")
+    if r.has("int8_accuracy_control"):
+        raise InputError(
+            f"--int8-accuracy-control restores layers by top-1 agreement, which --metric "
+            f"{metric.spec} does not measure", fix="drop --int8-accuracy-control (plain "
+            "INT8 is still judged by the metric), or drop --metric")
+    return metric
+
+
+def _recover_mode(r: Resolved, class_labels: bool) -> str:
+    """--recover, whose default with a user metric is label-free distillation: its targets
+    are not class ids a cross-entropy could train on (an explicit kd/labels is checked
+    against the training targets by the load stage)."""
+    if not class_labels and not r.given.get("recover"):
+        return "distill"
+    return str(r["recover"])
 
 
 def _device_options(r: Resolved, target: Any) -> None:
@@ -303,7 +338,7 @@ def _train_config(r: Resolved, prefix: str):
     )
 
 
-def _prune_options(r: Resolved):
+def _prune_options(r: Resolved, class_labels: bool = True):
     """PruneConfig and RecoverConfig from the options, or (None, None) without --prune."""
     from edgeprune.prune.compensate import CompensationConfig
     from edgeprune.prune.policy import PruneConfig
@@ -334,7 +369,7 @@ def _prune_options(r: Resolved):
         sensitivity_samples=int(r["sensitivity_samples"]),
         options=options, compensation=compensation,
     ).validate()
-    mode = str(r["recover"])
+    mode = _recover_mode(r, class_labels)
     if mode == "none":
         return prune, None
     recover = RecoverConfig(mode=mode, train=_train_config(r, "recover"),
@@ -360,7 +395,7 @@ def _precision_for_quant(quant: str | None, precision: str | None, default: str)
     return implied
 
 
-def _quant_options(r: Resolved):
+def _quant_options(r: Resolved, class_labels: bool = True):
     """QuantizeConfig for --quant ternary, else None (fp32/int8 need no training stage)."""
     from edgeprune.quant.ternary import TernaryConfig
     from edgeprune.stages.quantize import QuantizeConfig
@@ -375,7 +410,8 @@ def _quant_options(r: Resolved):
     ternary = TernaryConfig(method=str(r["quant_method"]),
                             prune_target=float(r["ternary_sparsity"]),
                             keep_first_last_8bit=not r.has("ternary_first_last"))
-    mode = str(r["recover"])
-    return QuantizeConfig(ternary=ternary,
-                          mode=default("recover") if mode == "none" else mode,
+    mode = _recover_mode(r, class_labels)
+    if mode == "none":
+        mode = default("recover") if class_labels else "distill"
+    return QuantizeConfig(ternary=ternary, mode=mode,
                           train=_train_config(r, "quant"), nproc=int(r["nproc"])).validate()

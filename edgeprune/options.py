@@ -141,9 +141,20 @@ OPTIONS: tuple[Option, ...] = (
        "groups; minutes to build for a 224² model).", default=False,
        invalidates="compile", commands=COMPILE),
     # --- budget
-    _O("max_drop", "float", "budget", "Accuracy budget: max top-1 drop in points.",
+    _O("max_drop", "float", "budget", "Accuracy budget: max drop in points of the metric "
+       "(top-1 %; with --metric, in that metric's points).",
        default=1.0, minimum=0, maximum=100, invalidates="verdict", metavar="POINTS",
        commands=COMPILE),
+    _O("metric", "str", "budget", "What accuracy means: top1 (default), or module:callable "
+       "(command line / Python API only, never a job file): either a function (outputs, "
+       "targets) -> float called on the whole evaluation set, or a callable with no "
+       "arguments returning an object with update(outputs, targets) per batch and compute() "
+       "-> float. outputs: the model's raw outputs (float32, N×...), the same from PyTorch "
+       "and the target runtime; targets: the data's labels of any shape N×... (masks, "
+       "multi-hot, boxes; not checked as class ids). Higher is better; --max-drop, the "
+       "sensitivity analysis and the search read its points. Recovery is then label-free "
+       "(--recover distill).", default_text="top1", invalidates="load",
+       metavar="top1|MODULE:CALLABLE"),
     _O("latency_ms", "float", "budget", "Latency goal in ms (per batch).",
        default_text="the profile's, if any", minimum=0, above_minimum=True,
        invalidates="verdict", metavar="MS", commands=COMPILE),
@@ -164,8 +175,8 @@ OPTIONS: tuple[Option, ...] = (
        "fraction.", minimum=0, maximum=1, above_minimum=True, below_maximum=True,
        invalidates="prune", metavar="FRACTION"),
     _O("sensitivity_threshold", "float", "pruning", "Per-layer ratio = largest whose "
-       "pruned-alone top-1 (%) stays above this.", minimum=0, maximum=100,
-       invalidates="prune", metavar="TOP1"),
+       "pruned-alone top-1 (%; with --metric, its points) stays above this.", minimum=0,
+       maximum=100, invalidates="prune", metavar="TOP1"),
     _O("prune_ratio", "float", "pruning", "The same pruning ratio for every layer group.",
        minimum=0, maximum=1, above_minimum=True, below_maximum=True, invalidates="prune",
        metavar="FRACTION"),

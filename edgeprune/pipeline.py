@@ -35,6 +35,7 @@ from edgeprune.data.splits import (
 )
 from edgeprune.errors import DeviceRequired, InputError
 from edgeprune.export import ParityTolerance
+from edgeprune.metrics import Metric
 from edgeprune.model import ArchSpec
 from edgeprune.ui import UI
 
@@ -64,6 +65,7 @@ class PipelineConfig:
     recover: Any = None  # RecoverConfig (fine-tuning after pruning)
     quantize: Any = None  # QuantizeConfig when --quant ternary
     teacher: Any = None  # TeacherSpec when --teacher names a distillation teacher
+    metric: Metric = field(default_factory=Metric)  # --metric (top-1 by default)
     fresh: bool = False
     command: list[str] = field(default_factory=list)
     wait_lock: bool = False  # another run holds OUT/.lock: wait instead of exiting 2

@@ -223,7 +223,8 @@ class Search:
         plain = next((t for t in dense if t.precision == "int8"), None)
         if (plain is not None and plain.report is not None
                 and not plain.report["verdict"]["accuracy_ok"]
-                and self.base.target.backend == "openvino"):
+                and self.base.target.backend == "openvino"
+                and self.base.metric.is_top1):  # its restorer measures top-1 agreement
             self.int8_control = True  # the FP32 exception, for every INT8 candidate
             controlled = self.run_trial(Trial("dense-int8-keep-fp32", "int8", None,
                                               accuracy_control=True), seed_from=plain)
@@ -433,7 +434,8 @@ class Search:
         if self.runoff and chosen.name in self.runoff["latency_ms"]:
             lat = self.runoff["latency_ms"][chosen.name][p]
         parts = [f"{chosen.name} is the fastest candidate within budget: {p} {lat:.3f} ms, "
-                 f"top-1 drop {chosen.report['verdict']['accuracy_drop']:.2f} points"]
+                 f"{self.base.metric.label} drop "
+                 f"{chosen.report['verdict']['accuracy_drop']:.2f} points"]
         if self.runoff:
             parts.append(
                 f"finalists (within {RUNOFF:.0%}) re-measured side by side in "

@@ -122,13 +122,18 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator, pad_value: torch.
 
 
 def distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """KL(teacher || student) on temperature-softened outputs, scaled by T² (Hinton)."""
+    """KL(teacher || student) on temperature-softened outputs, scaled by T² (Hinton).
+    Outputs with more axes than (N, C) -- a segmentation model's N×C×H×W -- are one
+    distribution over C per position, averaged over the positions."""
     t = temperature
+    if student.dim() > 2:
+        student = student.movedim(1, -1).reshape(-1, student.shape[1])
+        teacher = teacher.movedim(1, -1).reshape(-1, teacher.shape[1])
     return F.kl_div(F.log_softmax(student / t, 1), F.log_softmax(teacher / t, 1),
                     reduction="batchmean", log_target=True) * t * t
 
 
-def training_loss(config: TrainConfig, out: torch.Tensor, labels: torch.Tensor,
+def training_loss(config: TrainConfig, out: torch.Tensor, labels: torch.Tensor | None,
                   teacher_out: torch.Tensor | None) -> torch.Tensor:
     """The configured loss: labels, distillation, or both (weighted)."""
     if config.loss == "labels":
@@ -214,7 +219,9 @@ def train(
     generator = torch.Generator().manual_seed(config.seed)
     pad = torch.tensor(pad_value or [0.0] * images.shape[1], dtype=torch.float32)
     x_all = torch.from_numpy(images)
-    y_all = torch.from_numpy(labels.astype(np.int64))
+    # label-free distillation never reads the labels (a --metric's targets need not be
+    # class ids at all)
+    y_all = None if config.loss == "distill" else torch.from_numpy(labels.astype(np.int64))
     step, losses, started = 0, [], time.perf_counter()
     while step < total:
         perm = torch.randperm(n, generator=generator)[info.rank :: info.world][:per_rank]
@@ -226,7 +233,7 @@ def train(
             if config.augment:
                 x = augment_batch(x, generator, pad)
             x = x.to(device).contiguous(memory_format=fmt)
-            y = y_all[idx].to(device)
+            y = y_all[idx].to(device) if y_all is not None else None
             lr = 0.5 * config.lr * (1 + math.cos(math.pi * step / total))
             for group in optimizer.param_groups:
                 group["lr"] = lr

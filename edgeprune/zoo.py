@@ -457,6 +457,49 @@ def convnext_tiny(num_classes: int = 10, in_channels: int = 3) -> ConvNeXtTiny:
     return ConvNeXtTiny(num_classes=num_classes, in_channels=in_channels)
 
 
+# --------------------------------------------------------------------------- segmentation
+
+
+class TinySegNet(nn.Module):
+    """A small encoder-decoder for per-pixel classes (output N×classes×H×W, H and W
+    multiples of 4): two stride-2 convs, two dilated convs for context (the receptive
+    field covers a 28² image: the class of a pixel depends on the whole object), then two
+    nearest-upsampling stages, each added to the encoder's features of that size (skip
+    connections the pruner couples), and a 1×1 head, which is never pruned."""
+
+    def __init__(self, num_classes: int = 11, in_channels: int = 1, width: int = 16) -> None:
+        super().__init__()
+        w = width
+
+        def block(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, dilation, dilation,
+                                           bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+
+        self.enc1 = block(in_channels, w)
+        self.enc2 = block(w, 2 * w, stride=2)
+        self.enc3 = block(2 * w, 4 * w, stride=2)
+        self.context = nn.Sequential(block(4 * w, 4 * w, dilation=2),
+                                     block(4 * w, 4 * w, dilation=2))
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.dec2 = block(4 * w, 2 * w)
+        self.dec1 = block(2 * w, w)
+        self.head = nn.Conv2d(w, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e1 = self.enc1(x)
+        e2 = self.enc2(e1)
+        z = self.context(self.enc3(e2))
+        d2 = self.dec2(self.up(z)) + e2
+        d1 = self.dec1(self.up(d2)) + e1
+        return self.head(d1)
+
+
+def seg_tiny(num_classes: int = 11, in_channels: int = 1, width: int = 16) -> TinySegNet:
+    """The built-in segmentation example (Fashion-MNIST masks: edgeprune.examples
+    .segmentation)."""
+    return TinySegNet(num_classes=num_classes, in_channels=in_channels, width=width)
+
+
 # --------------------------------------------------------------------------- registry
 
 
@@ -471,6 +514,7 @@ ZOO: dict[str, Callable[..., nn.Module]] = {
     "densenet_tiny": densenet_tiny,
     "resnext_tiny": resnext_tiny,
     "convnext_tiny": convnext_tiny,
+    "seg_tiny": seg_tiny,
 }
 
 

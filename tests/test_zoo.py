@@ -55,22 +55,34 @@ def test_resnet_uses_named_option_a_shortcuts() -> None:
     assert pads == [8, 16]
 
 
+GREY = ("fashion_cnn", "seg_tiny")  # 28x28 one-channel models
+SEGMENTATION = ("seg_tiny",)  # N x classes x H x W outputs (11 classes by default)
+
+
+def _input(name: str) -> torch.Tensor:
+    return torch.randn(2, 1, 28, 28) if name in GREY else torch.randn(2, 3, 32, 32)
+
+
+def _expected(name: str, classes: int | None = None) -> tuple[int, ...]:
+    if name in SEGMENTATION:
+        return (2, classes or 11, 28, 28)
+    return (2, classes or 10)
+
+
 @pytest.mark.parametrize("name", sorted(ZOO))
 def test_forward_shape(name: str) -> None:
     torch.manual_seed(0)
     model = ZOO[name]().eval()
-    x = torch.randn(2, 1, 28, 28) if name == "fashion_cnn" else torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        out = model(x)
-    assert out.shape == (2, 10)
+        out = model(_input(name))
+    assert out.shape == _expected(name)
     assert torch.isfinite(out).all()
 
 
 def test_num_classes_is_honoured() -> None:
     for name, build in ZOO.items():
-        x = torch.randn(2, 1, 28, 28) if name == "fashion_cnn" else torch.randn(2, 3, 32, 32)
         with torch.no_grad():
-            assert build(num_classes=7).eval()(x).shape == (2, 7), name
+            assert build(num_classes=7).eval()(_input(name)).shape == _expected(name, 7), name
 
 
 def test_fashion_cnn_has_static_graph() -> None:

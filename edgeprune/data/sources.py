@@ -12,6 +12,9 @@ a wrong layout is an input error naming the file, never a crash later:
 - labels: one class index per image, integers >= 0 (floats only when every value is a
   whole number); strings, booleans, NaN or fractions are refused. Labels beyond the
   model's outputs are refused by the load stage, which knows the model.
+- targets (``class_labels=False``, a run with ``--metric``): any structure the metric
+  understands (a mask, a multi-hot vector, boxes), N of them for N images; only the
+  count is checked here, the values are the metric's job.
 """
 
 from __future__ import annotations
@@ -52,11 +55,12 @@ class ArraySource:
 
     preprocessed = False
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, description: str, prefix: str):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, description: str, prefix: str,
+                 class_labels: bool = True):
         images, labels = np.asarray(images), np.asarray(labels)
-        if labels.ndim == 2 and labels.shape[1] == 1:
+        if class_labels and labels.ndim == 2 and labels.shape[1] == 1:
             labels = labels[:, 0]
-        if images.ndim == 0 or labels.ndim != 1:
+        if images.ndim == 0 or labels.ndim == 0 or (class_labels and labels.ndim != 1):
             raise InputError(
                 f"{description}: labels have shape {labels.shape}, not (N,) class indices"
                 if images.ndim else f"{description}: images is a single value, not an array",
@@ -71,7 +75,8 @@ class ArraySource:
         if len(images) == 0:
             raise InputError(f"{description} holds no images", fix="pass a non-empty dataset")
         self.images = check_images(images, description)
-        self.labels = check_labels(labels, description)
+        self.labels = check_labels(labels, description) if class_labels else labels
+        self.class_labels = class_labels
         self.description = description
         self._prefix = prefix
 
@@ -81,8 +86,8 @@ class ArraySource:
     def sample_id(self, index: int) -> str:
         return f"{self._prefix}{index}"
 
-    def label(self, index: int) -> int:
-        return int(self.labels[index])
+    def label(self, index: int) -> Any:
+        return int(self.labels[index]) if self.class_labels else self.labels[index]
 
     def image(self, index: int) -> np.ndarray:
         return self.images[index]
@@ -143,9 +148,10 @@ class CallableSource:
     array in [0, 255], or a model-ready float CHW tensor/array (then our preprocessing is
     skipped), and label an integer class index."""
 
-    def __init__(self, dataset: Sequence[Any], description: str):
+    def __init__(self, dataset: Sequence[Any], description: str, class_labels: bool = True):
         self.dataset = dataset
         self.description = description
+        self.class_labels = class_labels
         try:
             self._len = len(dataset)
         except Exception as exc:
@@ -182,8 +188,11 @@ class CallableSource:
     def sample_id(self, index: int) -> str:
         return str(index)
 
-    def label(self, index: int) -> int:
-        return label_value(self._item(index)[1], f"{self.description}: item {index}")
+    def label(self, index: int) -> Any:
+        value = self._item(index)[1]
+        if not self.class_labels:
+            return target_value(value)
+        return label_value(value, f"{self.description}: item {index}")
 
     def image(self, index: int) -> np.ndarray:
         item = self._item(index)[0]
@@ -221,8 +230,8 @@ class DatasetSource(CallableSource):
     returns it), since a dataset may hold open files or a large array.
     """
 
-    def __init__(self, dataset: Sequence[Any], description: str):
-        super().__init__(dataset, description)
+    def __init__(self, dataset: Sequence[Any], description: str, class_labels: bool = True):
+        super().__init__(dataset, description, class_labels)
         self._fingerprint: str | None = None
 
     def fingerprint(self) -> str:
@@ -234,7 +243,11 @@ class DatasetSource(CallableSource):
             digest = hashlib.sha256(f"{self._len}|{self.preprocessed}\n".encode())
             for index in range(self._len):
                 image = np.ascontiguousarray(self.image(index))
-                digest.update(f"{image.dtype}|{image.shape}|{self.label(index)}\n".encode())
+                label = self.label(index)
+                digest.update(f"{image.dtype}|{image.shape}|"
+                              f"{label if isinstance(label, int) else ''}\n".encode())
+                if not isinstance(label, int):
+                    update_target_digest(digest, np.asarray(label))
                 digest.update(image.tobytes())
             self._fingerprint = digest.hexdigest()
         return self._fingerprint
@@ -336,7 +349,39 @@ def label_value(value: Any, where: str) -> int:
     return int(check_labels(array.reshape(1), where)[0])
 
 
-def idx_pair(root: Path, stem: str) -> ArraySource | None:
+def target_value(value: Any) -> np.ndarray:
+    """One sample's target for a user metric, as an array (a tensor leaves torch)."""
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def stack_targets(values: list[Any]) -> np.ndarray:
+    """A batch's labels: class ids as int64 (N,), as always; a metric's targets stacked
+    (N, ...) when they share shape and type, else an object array of the N targets."""
+    if all(isinstance(v, int) for v in values):
+        return np.asarray(values, dtype=np.int64)
+    arrays = [np.asarray(v) for v in values]
+    if arrays and all(a.shape == arrays[0].shape and a.dtype == arrays[0].dtype
+                      and a.dtype.kind != "O" for a in arrays):
+        return np.stack(arrays)
+    out = np.empty(len(arrays), dtype=object)
+    for i, a in enumerate(arrays):
+        out[i] = a
+    return out
+
+
+def update_target_digest(digest: Any, targets: np.ndarray) -> None:
+    """Hash targets by content (an object array's bytes would be its pointers)."""
+    if targets.dtype.kind != "O":
+        digest.update(f"{targets.dtype}|{targets.shape}".encode())
+        digest.update(np.ascontiguousarray(targets).tobytes())
+        return
+    for item in targets:
+        update_target_digest(digest, np.asarray(item))
+
+
+def idx_pair(root: Path, stem: str, class_labels: bool = True) -> ArraySource | None:
     """The IDX image/label pair named ``<stem>-images-idx3-ubyte[.gz]`` under root."""
     for suffix in ("", ".gz"):
         images = root / f"{stem}-images-idx3-ubyte{suffix}"
@@ -347,11 +392,12 @@ def idx_pair(root: Path, stem: str) -> ArraySource | None:
                     f"{images} has no matching label file {labels.name}",
                     fix="put the IDX labels file next to the images file",
                 )
-            return ArraySource(read_idx(images), read_idx(labels), f"IDX {images}", f"{stem}:")
+            return ArraySource(read_idx(images), read_idx(labels), f"IDX {images}", f"{stem}:",
+                               class_labels)
     return None
 
 
-def npz_source(path: Path) -> ArraySource:
+def npz_source(path: Path, class_labels: bool = True) -> ArraySource:
     """An ``.npz`` with ``images`` (N,H,W[,C] uint8) and ``labels`` (N,).
 
     A ``labels_all`` array longer than ``images`` is read as labels of a prefix of a
@@ -377,10 +423,10 @@ def npz_source(path: Path) -> ArraySource:
             f"{path} has arrays {sorted(arrays)} but needs `images` and `labels`",
             fix="save it with np.savez(path, images=uint8 N×H×W×C, labels=int N)",
         )
-    return ArraySource(images, labels, f"npz {path}", "")
+    return ArraySource(images, labels, f"npz {path}", "", class_labels)
 
 
-def callable_source(spec: str, split: str) -> CallableSource:
+def callable_source(spec: str, split: str, class_labels: bool = True) -> CallableSource:
     """Import ``module:callable`` and call it (with ``split=`` when it accepts one)."""
     func = import_callable(spec, what="dataset")
     try:
@@ -393,7 +439,7 @@ def callable_source(spec: str, split: str) -> CallableSource:
             f"dataset callable {spec} failed: {type(exc).__name__}: {exc}",
             fix="run it in Python to debug; it must return a dataset of (image, label)",
         ) from exc
-    return CallableSource(dataset, f"callable {spec} (split={split})")
+    return CallableSource(dataset, f"callable {spec} (split={split})", class_labels)
 
 
 def import_callable(spec: str, what: str) -> Any:

@@ -24,6 +24,8 @@ from edgeprune.data.sources import (
     callable_source,
     idx_pair,
     npz_source,
+    stack_targets,
+    update_target_digest,
 )
 from edgeprune.errors import InputError
 from edgeprune.options import default
@@ -44,6 +46,8 @@ class DataOptions:
     eval_limit: int | None = None
     train_limit: int | None = None  # train on a seeded subset of the training split
     seed: int = default("seed")
+    # labels are class ids (checked as such); False with --metric: any target structure
+    class_labels: bool = True
 
 
 @dataclass
@@ -64,7 +68,7 @@ class Subset:
         return [self.source.sample_id(int(i)) for i in self.indices]
 
     def labels(self) -> np.ndarray:
-        return np.asarray([self.source.label(int(i)) for i in self.indices], dtype=np.int64)
+        return stack_targets([self.source.label(int(i)) for i in self.indices])
 
     def manifest(self) -> dict[str, Any]:
         ids = self.ids()
@@ -103,13 +107,14 @@ def check_output_outside_data(out_dir: Path, options: DataOptions) -> None:
                 fix=f"pass an --out outside {spec}, e.g. --out {root.parent / 'out'}")
 
 
-def open_source(spec: str | Source, split: str) -> tuple[Source, Source | None]:
+def open_source(spec: str | Source, split: str,
+                class_labels: bool = True) -> tuple[Source, Source | None]:
     """One data spec → (this split's source, the other split if the spec holds both)."""
     if not isinstance(spec, str | Path):
         return spec, None  # already a source (an in-memory dataset from the Python API)
     path = Path(spec)
     if not path.exists() and _CALLABLE.match(spec):
-        return callable_source(spec, split), None
+        return callable_source(spec, split, class_labels), None
     if not path.exists():
         raise InputError(
             f"data path {path} does not exist",
@@ -118,13 +123,13 @@ def open_source(spec: str | Source, split: str) -> tuple[Source, Source | None]:
         )
     if path.is_file():
         if path.suffix == ".npz":
-            return npz_source(path), None
+            return npz_source(path, class_labels), None
         raise InputError(
             f"data file {path} is not a supported format",
             fix="pass an .npz (images, labels), an ImageFolder directory or IDX files' folder",
         )
-    train_idx = idx_pair(path, "train")
-    test_idx = idx_pair(path, "t10k") or idx_pair(path, "test")
+    train_idx = idx_pair(path, "train", class_labels)
+    test_idx = idx_pair(path, "t10k", class_labels) or idx_pair(path, "test", class_labels)
     if train_idx or test_idx:
         return (test_idx or train_idx), (train_idx if test_idx else None)  # type: ignore[return-value]
     test_dir = next((path / n for n in ("test", "val", "validation") if (path / n).is_dir()), None)
@@ -146,12 +151,13 @@ def resolve_splits(options: DataOptions) -> Splits:
         )
     eval_src: Source | None = None
     train_src: Source | None = None
+    labels = options.class_labels
     if options.data:
-        eval_src, train_src = open_source(options.data, "eval")
+        eval_src, train_src = open_source(options.data, "eval", labels)
     if options.eval_data:
-        eval_src, _ = open_source(options.eval_data, "eval")
+        eval_src, _ = open_source(options.eval_data, "eval", labels)
     if options.train_data:
-        train_src, _ = open_source(options.train_data, "train")
+        train_src, _ = open_source(options.train_data, "train", labels)
     assert eval_src is not None
     rng = np.random.default_rng(options.seed)
     eval_pool = np.arange(len(eval_src))
@@ -208,12 +214,13 @@ def iter_batches(
     batch_size: int,
     on_batch: Callable[[int], None] | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Preprocessed (images float32 NCHW, labels int64) batches, in manifest order."""
+    """Preprocessed (images float32 NCHW, labels int64 -- or a metric's targets, see
+    ``stack_targets``) batches, in manifest order."""
     first: tuple[str, tuple[int, ...]] | None = None
     for start in range(0, len(subset), batch_size):
         chunk = subset.indices[start : start + batch_size]
         images = [_prepare(subset.source, int(i), preprocess) for i in chunk]
-        labels = np.asarray([subset.source.label(int(i)) for i in chunk], dtype=np.int64)
+        labels = stack_targets([subset.source.label(int(i)) for i in chunk])
         first = first or (subset.source.sample_id(int(chunk[0])), images[0].shape)
         for i, image in zip(chunk, images, strict=True):
             if image.shape != first[1]:
@@ -258,6 +265,17 @@ def materialize(
         xs.append(images)
         ys.append(labels)
         digest.update(images.tobytes())
-        digest.update(labels.tobytes())
+        if labels.dtype == np.int64 and labels.ndim == 1:
+            digest.update(labels.tobytes())  # class ids: the hash manifests always had
+        else:
+            update_target_digest(digest, labels)
     subset.content_sha256 = digest.hexdigest()
-    return np.concatenate(xs), np.concatenate(ys)
+    return np.concatenate(xs), _concat_targets(ys)
+
+
+def _concat_targets(parts: list[np.ndarray]) -> np.ndarray:
+    """Batches of targets as one array; an object array when the batches differ."""
+    if all(p.dtype.kind != "O" for p in parts) and len({(p.shape[1:], p.dtype)
+                                                         for p in parts}) == 1:
+        return np.concatenate(parts)
+    return stack_targets([t for p in parts for t in p])

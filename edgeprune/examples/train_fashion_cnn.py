@@ -110,10 +110,11 @@ def train(
     return model, meta
 
 
-def save_checkpoint(model: nn.Module, meta: dict[str, object], out: Path) -> None:
+def save_checkpoint(model: nn.Module, meta: dict[str, object], out: Path,
+                    arch: str = ARCH) -> None:
     """Write atomically (temp file + os.replace) so a crash never leaves a half file."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"state_dict": model.state_dict(), "arch": ARCH, "meta": meta}
+    payload = {"state_dict": model.state_dict(), "arch": arch, "meta": meta}
     # a named temp file (not mkstemp) so the result gets umask permissions, not 0600
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:

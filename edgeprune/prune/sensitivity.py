@@ -52,12 +52,17 @@ def cache_dir() -> Path:
 
 
 def analysis_key(model: nn.Module, criterion: str, options: PruneOptions, data_hash: str,
-                 steps: tuple[float, ...]) -> str:
+                 steps: tuple[float, ...], metric: dict[str, Any] | None = None) -> str:
+    """The cache key of an analysis; ``metric`` (None for top-1, keeping the keys of
+    earlier runs) is what the curves measure."""
     digest = hashlib.sha256()
     for name, tensor in model.state_dict().items():
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().numpy().tobytes())
-    digest.update(json.dumps([criterion, asdict(options), data_hash, steps]).encode())
+    key: list[Any] = [criterion, asdict(options), data_hash, steps]
+    if metric is not None:
+        key.append(metric)
+    digest.update(json.dumps(key).encode())
     return digest.hexdigest()[:32]
 
 
@@ -258,8 +263,14 @@ def blend_to_target(curves: dict[str, list[list[float]]], lower: dict[str, float
     return prefix(hi) if steps else dict(upper)
 
 
-def torch_accuracy(images: np.ndarray, labels: np.ndarray, batch: int = 256) -> Evaluate:
-    """An evaluate() over preprocessed arrays (channels_last: much faster on CPU)."""
+def torch_accuracy(images: np.ndarray, labels: np.ndarray, batch: int = 256,
+                   metric: Any = None) -> Evaluate:
+    """An evaluate() over preprocessed arrays (channels_last: much faster on CPU): top-1
+    against the labels, or the run's ``metric`` (edgeprune.metrics.Metric) of the model's
+    outputs against the targets (no agreement with the unpruned model: a metric's
+    outputs need not be class scores)."""
+    if metric is not None and not metric.is_top1:
+        return _metric_evaluate(images, labels, batch, metric)
     x_all = torch.from_numpy(images)
     y_all = torch.from_numpy(labels)
 
@@ -271,5 +282,20 @@ def torch_accuracy(images: np.ndarray, labels: np.ndarray, batch: int = 256) -> 
                 x = x_all[start : start + batch].contiguous(memory_format=torch.channels_last)
                 correct += int((model(x).argmax(1) == y_all[start : start + batch]).sum())
         return 100.0 * correct / len(x_all)
+
+    return evaluate
+
+
+def _metric_evaluate(images: np.ndarray, targets: np.ndarray, batch: int,
+                     metric: Any) -> Evaluate:
+    def evaluate(model: nn.Module) -> float:
+        model = model.eval().to(memory_format=torch.channels_last)
+        scorer = metric.scorer()
+        with torch.no_grad():
+            for start in range(0, len(images), batch):
+                x = torch.from_numpy(images[start : start + batch]).contiguous(
+                    memory_format=torch.channels_last)
+                scorer.update(model(x).numpy(), targets[start : start + batch])
+        return scorer.compute()
 
     return evaluate

@@ -2,7 +2,8 @@
 
 Each candidate layer is ternarized ALONE (weights only, no activation quantization, no
 QAT) and the model's top-1 agreement with the unquantized model is measured on a few
-calibration images. Agreement needs no labels, so it works in distillation mode too. It
+calibration images. Agreement needs no labels, so it works in distillation mode too
+(with ``--metric``, the metric of each probe on the calibration targets instead). It
 is a proxy (QAT repairs much of the damage) but it ranks the layers that QAT cannot:
 the ones where alpha * {-1, 0, +1} loses the most of the filter.
 """
@@ -33,12 +34,15 @@ def _predictions(model: nn.Module, images: np.ndarray) -> np.ndarray:
 
 
 def ternary_layer_agreement(model: nn.Module, config: TernaryConfig, images: np.ndarray,
-                            advance: Callable[[int], None] | None = None) -> dict[str, float]:
+                            advance: Callable[[int], None] | None = None,
+                            score: Callable[[nn.Module], float] | None = None,
+                            ) -> dict[str, float]:
     """{layer: top-1 agreement in % with ``model``} for every layer ``config`` would make
-    ternary, each ternarized alone. ``model`` (float) is not modified."""
+    ternary, each ternarized alone (``score``: the run's metric of each probe instead).
+    ``model`` (float) is not modified."""
     plan = plan_precisions(model, config)
     candidates = [name for name, kind in plan.items() if kind == "ternary"]
-    reference = _predictions(model, images)
+    reference = _predictions(model, images) if score is None else None
     agreement: dict[str, float] = {}
     for name in candidates:
         probe = copy.deepcopy(model)
@@ -47,7 +51,8 @@ def ternary_layer_agreement(model: nn.Module, config: TernaryConfig, images: np.
             "keep_first_last_8bit": False, "quantize_activations": False,
             "prune_target": 0.0})
         prepare_ternary(probe, alone)
-        agreement[name] = float(np.mean(_predictions(probe, images) == reference) * 100.0)
+        agreement[name] = (score(probe) if score is not None else
+                           float(np.mean(_predictions(probe, images) == reference) * 100.0))
         if advance is not None:
             advance(1)
     return agreement

@@ -125,6 +125,7 @@ def build_report(ctx: RunContext, records: list[StageRecord]) -> dict[str, Any]:
             "latency_measured_ms", "reasons")},
         "budget": {"max_drop": c.budget.max_drop, "latency_ms": c.budget.latency_ms,
                    "percentile": c.budget.percentile},
+        "metric": c.metric.to_report(),
         "model": {"path": str(c.model_path), "sha256": load["model_sha256"],
                   "arch": load["arch"], "arch_kwargs": load["arch_kwargs"],
                   "input_shape": load["input_shape"]},

@@ -7,6 +7,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from edgeprune.metrics import metric_heading, metric_name
+
 
 def _ms(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
@@ -35,7 +37,7 @@ def print_summary(report: dict[str, Any], console: Console) -> None:
     table.add_column("baseline", justify="right")
     table.add_column("final", justify="right")
     table.add_column("ratio", justify="right")
-    table.add_row("top-1 (%)", f"{b['accuracy']:.2f} ({b['accuracy_runtime']})",
+    table.add_row(metric_heading(report), f"{b['accuracy']:.2f} ({b['accuracy_runtime']})",
                   f"{f['accuracy']:.2f} ({f['accuracy_runtime']})",
                   f"{-report['verdict']['accuracy_drop']:+.2f} pts")
     for p in ("p50", "p90", "p99"):
@@ -57,7 +59,8 @@ def print_summary(report: dict[str, Any], console: Console) -> None:
     if quant:
         _print_quantization(quant, console)
     if report.get("search"):
-        _print_search(report["search"], report["budget"]["percentile"], console)
+        _print_search(report["search"], report["budget"]["percentile"], console,
+                      metric_heading(report))
     budget = report["budget"]
     goal = (f", {budget['percentile']} <= {budget['latency_ms']} ms"
             if budget["latency_ms"] is not None else "")
@@ -71,11 +74,12 @@ def print_summary(report: dict[str, Any], console: Console) -> None:
             console.print(f"  - {reason}")
 
 
-def _print_search(search: dict[str, Any], percentile: str, console: Console) -> None:
+def _print_search(search: dict[str, Any], percentile: str, console: Console,
+                  heading: str = "top-1 (%)") -> None:
     """Every candidate the search measured, the chosen one marked."""
     table = Table(title=f"search: {search['trials_run']} candidates in "
                   f"{search['seconds']:.0f} s", title_justify="left")
-    for col in ("", "candidate", "top-1 (%)", "drop", f"{percentile} (ms)", "ran as",
+    for col in ("", "candidate", heading, "drop", f"{percentile} (ms)", "ran as",
                 "budget"):
         table.add_column(col, justify="left" if col in ("", "candidate", "ran as") else "right")
     for t in search["trials"]:
@@ -117,11 +121,12 @@ def print_prune_summary(summary: dict[str, Any], console: Console) -> None:
         table.add_row(name, f"{before} → {after}{mark}")
     console.print(table)
     recovered = summary["accuracy_recovered"]
+    unit = "%" if metric_name(summary) == "top-1" else ""
     console.print(
         f"FLOPs {summary['flops_before'] / 1e6:.2f} M → {summary['flops_after'] / 1e6:.2f} M "
         f"(-{summary['flops_reduction']:.1%}), params {summary['params_before']:,} → "
         f"{summary['params_after']:,} (-{summary['params_reduction']:.1%})\n"
-        f"top-1 after pruning {summary['accuracy_pruned']:.2f}%"
-        + (f", after recovery {recovered:.2f}%" if recovered is not None else "")
+        f"{metric_name(summary)} after pruning {summary['accuracy_pruned']:.2f}{unit}"
+        + (f", after recovery {recovered:.2f}{unit}" if recovered is not None else "")
         + f" on {summary['accuracy_samples']} evaluation images\nsaved {summary['model']}"
     )

@@ -24,6 +24,8 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from edgeprune.metrics import metric_heading, metric_name
+
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
 # Colours: baseline blue, final orange; green / red for within / outside the budget.
@@ -295,6 +297,20 @@ def _marker(kind: str, x: float, y: float, tip: str = "") -> str:
 
 # --------------------------------------------------------------------------- plots
 
+def _m(report: dict[str, Any]) -> str:
+    """The metric's name: "top-1", or --metric's."""
+    return metric_name(report)
+
+
+def _mh(report: dict[str, Any]) -> str:
+    return metric_heading(report)
+
+
+def _u(report: dict[str, Any]) -> str:
+    """The unit after a value: % for top-1, none for a metric's points."""
+    return "%" if _m(report) == "top-1" else ""
+
+
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
     """The non-dominated points (lower latency x, higher accuracy y), by latency."""
     front: list[tuple[float, float]] = []
@@ -318,7 +334,8 @@ def _pareto_svg(report: dict[str, Any]) -> tuple[str, str]:
     skipped: list[str] = []
     if base_lat is not None and base_acc is not None:
         pts.append(("baseline", base_lat, base_acc, "baseline",
-                    f"baseline: top-1 {base_acc:.2f}%, {pct} {base_lat:.3f} ms"))
+                    f"baseline: {_m(report)} {base_acc:.2f}{_u(report)}, {pct} "
+                    f"{base_lat:.3f} ms"))
     trials = (search or {}).get("trials") or []
     if search:
         for t in trials:
@@ -328,7 +345,7 @@ def _pareto_svg(report: dict[str, Any]) -> tuple[str, str]:
                 skipped.append(name)
                 continue
             kind = "in" if t.get("within_budget") else "out"
-            tip = (f"{name}: top-1 {acc:.2f}%, {pct} {lat:.3f} ms, "
+            tip = (f"{name}: {_m(report)} {acc:.2f}{_u(report)}, {pct} {lat:.3f} ms, "
                    f"{t.get('precision', '?')}, {t.get('status', '')}")
             pts.append((kind, lat, acc, name, tip))
     else:
@@ -336,7 +353,7 @@ def _pareto_svg(report: dict[str, Any]) -> tuple[str, str]:
         lat, acc = _get(fin, "latency_ms", pct), fin.get("accuracy")
         if lat is not None and acc is not None:
             pts.append(("final", lat, acc, "final",
-                        f"final: top-1 {acc:.2f}%, {pct} {lat:.3f} ms"))
+                        f"final: {_m(report)} {acc:.2f}{_u(report)}, {pct} {lat:.3f} ms"))
     if not pts:
         return "", f"nothing to plot: no latency at {pct} was measured"
 
@@ -350,15 +367,17 @@ def _pareto_svg(report: dict[str, Any]) -> tuple[str, str]:
     y = _Axis(ylo, yhi, h - mb, mt)
     batch = _get(report, "target", "batch", default="?")
     body = _axes(x, y, f"latency {pct} (ms, batch {batch}{', log scale' if log_x else ''})",
-                 "top-1 (%)")
+                 _mh(report))
     notes = []
     if floor is not None and ylo <= floor <= yhi:
         body.append(_line(ml, y(floor), w - mr, y(floor), RED, 1.2, "6 4"))
         body.append(_text(w - mr - 4, y(floor) - 5,
-                          f"accuracy floor {floor:.2f}% (baseline − {max_drop:g} pts)",
+                          f"accuracy floor {floor:.2f}{_u(report)} (baseline − {max_drop:g} "
+                          "pts)",
                           11, "end", RED))
     elif floor is not None:
-        notes.append(f"accuracy floor {floor:.2f}% (baseline − {max_drop:g} pts) is off the "
+        notes.append(f"accuracy floor {floor:.2f}{_u(report)} (baseline − {max_drop:g} pts) "
+                     "is off the "
                      "plot")
     if goal:
         body.append(_line(x(goal), mt, x(goal), h - mb, RED, 1.2, "6 4"))
@@ -386,7 +405,8 @@ def _pareto_svg(report: dict[str, Any]) -> tuple[str, str]:
             labels.append((rank, x(px), y(py), text, is_chosen))
     labels.sort(key=lambda item: item[0])
     body += _place_labels([item[1:] for item in labels], w, h - mb)
-    legend = [(_marker("baseline", 0, 0), "baseline (PyTorch top-1, dense FP32 latency)")]
+    legend = [(_marker("baseline", 0, 0),
+               f"baseline (PyTorch {_m(report)}, dense FP32 latency)")]
     if search:
         legend += [(_marker("in", 0, 0), "trial within budget"),
                    (_marker("out", 0, 0), "trial outside budget"),
@@ -400,7 +420,7 @@ def _pareto_svg(report: dict[str, Any]) -> tuple[str, str]:
         f"; not plotted (no {pct} latency): {', '.join(skipped)}" if skipped else "")
     if notes:
         caption += "; " + "; ".join(notes)
-    return _svg(w, h, body, f"top-1 accuracy vs {pct} latency"), caption
+    return _svg(w, h, body, f"{_m(report)} accuracy vs {pct} latency"), caption
 
 
 def _histogram_svg(report: dict[str, Any], samples: dict[str, Any]) -> str:
@@ -497,7 +517,8 @@ def _bin_index(v: float, edges: list[float]) -> int:
     return lo
 
 
-def _waterfall_svg(rows: list[dict[str, Any]]) -> str:
+def _waterfall_svg(rows: list[dict[str, Any]], report: dict[str, Any] | None = None) -> str:
+    report = report or {}
     """Top-1 after each stage: the first bar from 0, then each change as a floating bar."""
     rows = [r for r in rows if r.get("accuracy") is not None]
     if not rows:
@@ -512,7 +533,7 @@ def _waterfall_svg(rows: list[dict[str, Any]]) -> str:
         body.append(_line(ml, y(v), w - mr, y(v), "#d0d7de"))
         body.append(_text(ml - 6, y(v) + 4, label, 11, "end", "#57606a"))
     body.append(_line(ml, h - mb, w - mr, h - mb, "#57606a"))
-    body.append(_text(14, (mt + h - mb) / 2, "top-1 (%)", 12, "middle",
+    body.append(_text(14, (mt + h - mb) / 2, _mh(report), 12, "middle",
                       extra=f' transform="rotate(-90 14 {(mt + h - mb) / 2:.1f})"'))
     prev = None
     for i, r in enumerate(rows):
@@ -523,7 +544,7 @@ def _waterfall_svg(rows: list[dict[str, Any]]) -> str:
         colour = BLUE if prev is None else (GREEN if acc >= prev else RED)
         top_v, bot_v = max(start, acc), min(start, acc)
         height = max(y(bot_v) - y(top_v), 1.5)
-        tip = f"{r.get('stage')}: top-1 {acc:.2f}% ({r.get('runtime')})" + (
+        tip = f"{r.get('stage')}: {_m(report)} {acc:.2f}{_u(report)} ({r.get('runtime')})" + (
             f", {_signed(change)}" if change is not None else "")
         body.append(f'<rect x="{cx - bw / 2:.1f}" y="{y(top_v):.1f}" width="{bw:.1f}" '
                     f'height="{height:.1f}" fill="{colour}" fill-opacity="0.85">'
@@ -539,7 +560,7 @@ def _waterfall_svg(rows: list[dict[str, Any]]) -> str:
         body.append(_text(cx, h - mb + 31, f"{acc:.2f}% ({r.get('runtime', '?')})", 10,
                           "middle", "#57606a"))
         prev = acc
-    return _svg(w, h, body, "top-1 accuracy after each stage")
+    return _svg(w, h, body, f"{_m(report)} accuracy after each stage")
 
 
 def _bar(fraction: float, colour: str = BLUE, width: int = 120) -> str:
@@ -603,8 +624,8 @@ def _table(head: Sequence[str], rows: Iterable[Sequence[str]], numeric: set[int]
 
 def _budget_words(report: dict[str, Any]) -> str:
     b = report.get("budget") or {}
-    text = f"top-1 drop ≤ {b.get('max_drop', '?'):g} pts" if isinstance(
-        b.get("max_drop"), int | float) else "top-1 drop: n/a"
+    text = f"{_m(report)} drop ≤ {b.get('max_drop', '?'):g} pts" if isinstance(
+        b.get("max_drop"), int | float) else f"{_m(report)} drop: n/a"
     if b.get("latency_ms") is not None:
         text += f", {b.get('percentile', 'p50')} latency ≤ {b['latency_ms']:g} ms"
     else:
@@ -616,7 +637,7 @@ def _verdict_html(report: dict[str, Any]) -> str:
     passed = bool(report.get("passed"))
     v = report.get("verdict") or {}
     pct = _get(report, "budget", "percentile", default="p50")
-    measured = [f"top-1 drop {_num(v.get('accuracy_drop'))} pts"]
+    measured = [f"{_m(report)} drop {_num(v.get('accuracy_drop'))} pts"]
     if v.get("latency_measured_ms") is not None:
         measured.append(f"{pct} latency {v['latency_measured_ms']:.3f} ms")
     reasons = v.get("reasons") or []
@@ -637,7 +658,7 @@ def _comparison_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     drop = _get(report, "verdict", "accuracy_drop")
     if drop is None and b.get("accuracy") is not None and f.get("accuracy") is not None:
         drop = b["accuracy"] - f["accuracy"]
-    rows = [("top-1 (%)",
+    rows = [(_mh(report),
              f"{_num(b.get('accuracy'))} ({b.get('accuracy_runtime', '?')})",
              f"{_num(f.get('accuracy'))} ({f.get('accuracy_runtime', '?')})",
              _signed(-drop if drop is not None else None))]
@@ -676,7 +697,7 @@ def _search_rows(report: dict[str, Any]) -> list[tuple[bool, list[str]]]:
     return rows
 
 
-SEARCH_HEAD = ("trial", "precision", "top-1 (%)", "drop (pts)", "latency {pct} (ms)",
+SEARCH_HEAD = ("trial", "precision", "{metric}", "drop (pts)", "latency {pct} (ms)",
                "FLOPs reduction", "within budget", "status")
 
 
@@ -695,7 +716,7 @@ def _section_search(report: dict[str, Any]) -> str:
     if search and search.get("trials"):
         pct = _get(report, "budget", "percentile", default="p50")
         rows = _search_rows(report)
-        out.append(_table([_e(h.format(pct=pct)) for h in SEARCH_HEAD],
+        out.append(_table([_e(h.format(pct=pct, metric=_mh(report))) for h in SEARCH_HEAD],
                           [[_e(c) for c in cells] for _, cells in rows], {2, 3, 4, 5},
                           lambda k: "chosen" if rows[k][0] else ""))
     return "".join(out)
@@ -746,7 +767,8 @@ def _section_quant(report: dict[str, Any]) -> str:
                    f"{_e(_get(report, 'final', 'precision', default='?'))})</p>")
         return "".join(out)
     out.append(f"<p>method {_e(q.get('method', '?'))}"
-               + (f", top-1 {_e(_num(q['accuracy']))}% in PyTorch" if q.get("accuracy")
+               + (f", {_e(_m(report))} {_e(_num(q['accuracy']))}{_u(report)} in PyTorch"
+                  if q.get("accuracy")
                   is not None else "")
                + (f" (before QAT {_e(_num(q['accuracy_before_qat']))}%)"
                   if q.get("accuracy_before_qat") is not None else "") + "</p>")
@@ -783,7 +805,7 @@ def _section_stage_accuracy(report: dict[str, Any]) -> str:
     if not rows:
         out.append('<p class="muted">no per-stage accuracy in this report</p>')
         return "".join(out)
-    out.append(_waterfall_svg(rows))
+    out.append(_waterfall_svg(rows, report))
     cells = []
     for r in rows:
         ch = r.get("change")
@@ -791,7 +813,7 @@ def _section_stage_accuracy(report: dict[str, Any]) -> str:
         cells.append([_e(r.get("stage", "?")), _e(_num(r.get("accuracy"))),
                       _e(r.get("runtime", "?")),
                       f'<span class="{cls}">{_e(_signed(ch))}</span>'])
-    out.append(_table(["stage", "top-1 (%)", "measured in", "change"], cells, {1, 3}))
+    out.append(_table(["stage", _mh(report), "measured in", "change"], cells, {1, 3}))
     out.append('<p class="caption">change = points vs the row before: the accuracy each stage '
                "cost or recovered</p>")
     return "".join(out)
@@ -856,7 +878,8 @@ def render_html(report: dict[str, Any], samples: dict[str, Any] | None) -> str:
         _verdict_html(report),
         "<h2>Baseline vs final</h2>",
         _table(["", "baseline", "final", "change"], cmp_rows, {1, 2, 3}),
-        '<p class="caption">baseline: the dense model (top-1 in PyTorch, latency of its FP32 '
+        f'<p class="caption">baseline: the dense model ({_e(_m(report))} in PyTorch, '
+        "latency of its FP32 "
         "build on the target); final: the compiled artifact measured on the target runtime. "
         "“ran as” is the precision the runtime actually executed.</p>",
         _section_search(report),
@@ -895,7 +918,7 @@ def render_summary_md(report: dict[str, Any], out_dir: Path | str | None = None)
     pct = _get(report, "budget", "percentile", default="p50")
     lines = [f"## {'✅ PASSED' if passed else '❌ MISSED'}: edgeprune, {_md(arch)} on "
              f"{_md(target)}", "",
-             f"**Budget:** {_md(_budget_words(report))}. **Measured:** top-1 drop "
+             f"**Budget:** {_md(_budget_words(report))}. **Measured:** {_md(_m(report))} drop "
              f"{_num(v.get('accuracy_drop'))} pts"
              + (f", {pct} latency {v['latency_measured_ms']:.3f} ms"
                 if v.get("latency_measured_ms") is not None else "") + "."]
@@ -905,7 +928,7 @@ def render_summary_md(report: dict[str, Any], out_dir: Path | str | None = None)
     rows = report.get("accuracy_by_stage") or []
     if rows:
         lines += ["", "### Accuracy by stage", "",
-                  *_md_table(["stage", "top-1 (%)", "measured in", "change"],
+                  *_md_table(["stage", _mh(report), "measured in", "change"],
                              [(r.get("stage", "?"), _num(r.get("accuracy")),
                                r.get("runtime", "?"), _signed(r.get("change")))
                               for r in rows], {1, 3})]
@@ -919,7 +942,8 @@ def render_summary_md(report: dict[str, Any], out_dir: Path | str | None = None)
         trial_rows = [[("**" + cells[0] + "**") if is_chosen else cells[0], *cells[1:]]
                       for is_chosen, cells in _search_rows(report)]
         if trial_rows:
-            lines += _md_table([h.format(pct=pct) for h in SEARCH_HEAD], trial_rows,
+            lines += _md_table([h.format(pct=pct, metric=_mh(report)) for h in SEARCH_HEAD],
+                               trial_rows,
                                {2, 3, 4, 5})
     lines.append("")
     where = f"`{_md(out_dir)}`" if out_dir is not None else "the run's output folder"

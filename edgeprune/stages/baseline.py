@@ -17,8 +17,7 @@ from edgeprune.stages.common import (
     loop_settings,
     profile_or_pending,
     save_profile_inputs,
-    top1,
-    torch_predictions,
+    torch_score,
 )
 
 BASELINE_PRECISION = "fp32"
@@ -37,7 +36,7 @@ class BaselineStage:
     def run(self, ctx: RunContext, workdir: Path) -> dict[str, Any]:
         model = ctx.load_model()
         images, labels = ctx.arrays("eval")
-        accuracy = top1(torch_predictions(model, images, ctx), labels)
+        accuracy = torch_score(model, images, labels, ctx)
         shape = ctx.input_shape()
         import torch
 
@@ -71,7 +70,8 @@ class BaselineStage:
             "latency_ms": lat,
             "runtime": profile["runtime"],
             "memory": profile["memory"],
-            "summary": f"top-1 {accuracy:.2f}%, " + (
+            "summary": f"{ctx.config.metric.label} {accuracy:.2f}"
+            + ("%" if ctx.config.metric.is_top1 else "") + ", " + (
                 f"p50 {lat['p50']:.3f} ms on {ctx.config.target.name} ({BASELINE_PRECISION})"
                 if lat else f"latency pending: {ctx.config.target.name} is measured on its "
                 "device"),

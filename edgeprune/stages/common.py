@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,39 @@ def torch_predictions(model: nn.Module, images: np.ndarray, ctx: RunContext,
 def top1(preds: np.ndarray, labels: np.ndarray) -> float:
     """Top-1 accuracy in percent (points), the unit of the budget."""
     return float(np.mean(preds == labels) * 100.0)
+
+
+def torch_forward(model: nn.Module) -> Callable[[np.ndarray], np.ndarray]:
+    """The model's raw outputs on a preprocessed batch, as NumPy (channels_last, as
+    ``torch_predictions``)."""
+    model = model.eval().to(memory_format=torch.channels_last)
+
+    def forward(chunk: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            x = torch.from_numpy(chunk).contiguous(memory_format=torch.channels_last)
+            return model(x).numpy()
+    return forward
+
+
+def scored_batches(forward: Callable[[np.ndarray], np.ndarray], images: np.ndarray,
+                   targets: np.ndarray, batch: int,
+                   advance: Callable[[int], None] | None = None,
+                   ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(outputs, targets) per batch, what a metric's scorer is fed."""
+    for start in range(0, len(images), batch):
+        outputs = forward(images[start : start + batch])
+        if advance is not None:
+            advance(len(outputs))
+        interrupt.check()
+        yield outputs, targets[start : start + batch]
+
+
+def torch_score(model: nn.Module, images: np.ndarray, targets: np.ndarray, ctx: RunContext,
+                label: str = "PyTorch eval") -> float:
+    """The run's metric (``--metric``, top-1 by default) of a PyTorch model, in points."""
+    with ctx.ui.task(label, len(images)) as advance:
+        return ctx.config.metric.score(scored_batches(
+            torch_forward(model), images, targets, ctx.config.eval_batch, advance))
 
 
 def compile_for_target(ctx: RunContext, onnx_path: Path, out_dir: Path,
@@ -205,6 +238,11 @@ def merge_runs(runs: Sequence[dict[str, Any]], batch: int) -> dict[str, Any]:
     return merged
 
 
+def needs_remote_eval(ctx: RunContext) -> bool:
+    """Accuracy is measured on the device (a bundle target, or --device)."""
+    return _needs_device(ctx) or bool(ctx.config.target.remote.host)
+
+
 def target_predictions(ctx: RunContext, artifact: Path, precision: str, images: np.ndarray,
                        log_dir: Path) -> tuple[np.ndarray, dict[str, Any]]:
     """Top-1 predictions in the target runtime, here or on the device (so accuracy is
@@ -212,7 +250,7 @@ def target_predictions(ctx: RunContext, artifact: Path, precision: str, images: 
     c = ctx.config
     target = c.target
     backend = get_backend(target.backend)
-    if _needs_device(ctx) or target.remote.host:
+    if needs_remote_eval(ctx):
         return _device_predictions(ctx, artifact, precision, images, log_dir)
     session = backend.load(artifact, precision, target.threads, c.eval_batch,
                            dict(target.options))

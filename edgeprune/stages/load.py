@@ -113,6 +113,7 @@ class LoadStage:
                 "path": str(c.teacher.path), "stat": data_signature(str(c.teacher.path)),
                 "arch": _arch_key(c.teacher.arch)},
             "training": _training_batches(c),
+            **({"metric": c.metric.key()} if not c.metric.is_top1 else {}),
         }
 
     def run(self, ctx: RunContext, workdir: Path) -> dict[str, Any]:
@@ -127,11 +128,16 @@ class LoadStage:
                 f"{calib_x.shape[1:]}",
                 fix="pass --input-size so every split is resized to the model's input size",
             )
-        outputs = _probe_outputs(loaded.model, eval_x[:2], c.model_path)
-        _check_labels(splits.eval, eval_y, outputs)
-        _check_labels(splits.calibration, ctx.arrays("calibration")[1], outputs)
-        if c.recover is not None or c.quantize is not None:  # training reads every label
-            _check_labels(splits.train, splits.train.labels(), outputs)
+        outputs = _probe_outputs(loaded.model, eval_x[:2], c.model_path,
+                                 classifier=c.metric.is_top1)
+        if c.metric.is_top1:
+            _check_labels(splits.eval, eval_y, outputs)
+            _check_labels(splits.calibration, ctx.arrays("calibration")[1], outputs)
+            if c.recover is not None or c.quantize is not None:  # training reads every label
+                _check_labels(splits.train, splits.train.labels(), outputs)
+        else:  # the metric's targets: its job to read them; it must score them, though
+            _probe_metric(ctx, loaded.model, eval_x, eval_y)
+            _check_label_training(ctx, outputs)
         _check_exclude(loaded.model, c)
         warnings = _check_training(ctx, outputs)
         if c.teacher is not None:
@@ -237,7 +243,42 @@ def _check_exclude(model: nn.Module, config: Any) -> None:
         )
 
 
-def _probe_outputs(model: nn.Module, sample: np.ndarray, path: Path) -> int:
+PROBE_SAMPLES = 64
+
+
+def _probe_metric(ctx: RunContext, model: nn.Module, images: np.ndarray,
+                  targets: np.ndarray) -> None:
+    """--metric on the model's outputs for a few evaluation samples: a metric that
+    raises, or returns no finite number, stops the run here, before anything is written."""
+    from edgeprune.stages.common import scored_batches, torch_forward
+
+    n = min(PROBE_SAMPLES, len(images))
+    ctx.config.metric.score(scored_batches(torch_forward(model), images[:n], targets[:n],
+                                           ctx.config.eval_batch))
+
+
+def _check_label_training(ctx: RunContext, outputs: int) -> None:
+    """With --metric, a training loss that reads labels (kd, labels) needs class ids
+    0..outputs-1, one per image; anything else trains by distillation only."""
+    c = ctx.config
+    modes = {f"--recover {job.mode}" for job in (c.recover, c.quantize)
+             if job is not None and job.mode in ("kd", "labels")}
+    if not modes:
+        return
+    labels = ctx.subset("train").labels()
+    if labels.dtype.kind in "iu" and labels.ndim == 1 and (
+            len(labels) == 0 or (labels.min() >= 0 and labels.max() < outputs)):
+        return
+    raise InputError(
+        f"{' and '.join(sorted(modes))} trains on the labels with cross-entropy, but the "
+        f"training targets ({labels.dtype} {labels.shape}) are not one class index "
+        f"0-{outputs - 1} per image (the --metric {c.metric.spec} reads them)",
+        fix="use --recover distill (label-free: the pruned model learns the input "
+        "model's outputs; the default with --metric)")
+
+
+def _probe_outputs(model: nn.Module, sample: np.ndarray, path: Path,
+                   classifier: bool = True) -> int:
     try:
         with torch.no_grad():
             out = model.eval()(torch.from_numpy(sample))
@@ -258,6 +299,13 @@ def _probe_outputs(model: nn.Module, sample: np.ndarray, path: Path) -> int:
         raise InputError(
             f"the model returns {type(out).__name__}, not a tensor of logits (batch, classes)",
             fix="edgeprune compiles classifiers: wrap the model so forward returns the logits")
+    if not classifier:  # a --metric reads any output (N×C×H×W, ...): batch first
+        if out.ndim < 2 or out.shape[0] != len(sample):
+            raise InputError(
+                f"the model returns shape {tuple(out.shape)}, not batch-first outputs "
+                f"(N={len(sample)}, channels, ...)",
+                fix="make forward return one tensor with the batch as its first axis")
+        return int(out.shape[1])
     if out.ndim != 2:
         raise InputError(
             f"the model returns shape {tuple(out.shape)}, not (batch, classes)",

@@ -32,7 +32,7 @@ from edgeprune.prune.structural import (
     make_shortcuts_explicit,
     plan_from_ratios,
 )
-from edgeprune.stages.common import top1, torch_predictions
+from edgeprune.stages.common import torch_score
 from edgeprune.stages.load import artifact_meta, save_derived_artifact
 
 
@@ -56,10 +56,10 @@ class PruneStage:
         channels_before = layer_channels(model)
         criterion = get_criterion(cfg.criterion)
         sens_x, sens_y = ctx.arrays("sensitivity", cfg.sensitivity_samples)
-        evaluate = torch_accuracy(sens_x, sens_y)
+        evaluate = torch_accuracy(sens_x, sens_y, metric=ctx.config.metric)
         key = analysis_key(model, cfg.criterion, cfg.options,
                            ctx.subset("sensitivity", cfg.sensitivity_samples).manifest()[
-                               "ids_sha256"], DEFAULT_STEPS)
+                               "ids_sha256"], DEFAULT_STEPS, ctx.config.metric.key())
         cache_file = cache_dir() / "sensitivity" / f"{key}.json"
         cached = json.loads(cache_file.read_text()) if cache_file.is_file() else None
         with ctx.ui.task(f"sensitivity analysis ({cfg.criterion})", None) as advance:
@@ -86,8 +86,7 @@ class PruneStage:
         surgery_seconds = time.perf_counter() - started
         write_json_atomic(workdir / "plan.json", plan.to_dict())
         images, labels = ctx.arrays("eval")
-        accuracy_surgery = top1(torch_predictions(model, images, ctx, "PyTorch eval (surgery)"),
-                                labels)
+        accuracy_surgery = torch_score(model, images, labels, ctx, "PyTorch eval (surgery)")
         compensation: dict[str, object] = {"method": comp.method}
         if comp.active:
             assert original is not None and comp_x is not None
@@ -101,8 +100,8 @@ class PruneStage:
             model, source, workdir / MODEL_ARTIFACT, pruned=True, input_shape=list(example.shape),
             conversions=sorted(set(previous) | ({OPTION_A} if conversions else set())),
         )
-        accuracy = (top1(torch_predictions(model, images, ctx, "PyTorch eval (compensated)"),
-                         labels) if comp.active else accuracy_surgery)
+        accuracy = (torch_score(model, images, labels, ctx, "PyTorch eval (compensated)")
+                    if comp.active else accuracy_surgery)
         flops_after, params_after = count_flops(model, shape), count_params(model)
         channels_after = layer_channels(model)
         return {
@@ -125,7 +124,8 @@ class PruneStage:
             "conversions": conversions,
             "sensitivity_cache": str(cache_file) if cached is None else f"reused {cache_file}",
             "summary": f"{cfg.criterion}: FLOPs -{1 - flops_after / flops_before:.1%}, params "
-            f"-{1 - params_after / params_before:.1%}, top-1 {accuracy_surgery:.2f}% after "
-            "surgery" + (f", {accuracy:.2f}% after {comp.method} compensation"
+            f"-{1 - params_after / params_before:.1%}, {ctx.config.metric.label} "
+            f"{accuracy_surgery:.2f} after surgery"
+            + (f", {accuracy:.2f} after {comp.method} compensation"
                          if comp.active else ""),
         }

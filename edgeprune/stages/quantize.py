@@ -30,7 +30,7 @@ from edgeprune.quant.ternary import (
     prepare_ternary,
     ternary_summary,
 )
-from edgeprune.stages.common import top1, torch_predictions
+from edgeprune.stages.common import scored_batches, torch_forward, torch_score
 from edgeprune.stages.load import save_derived_artifact
 from edgeprune.stages.recover import (
     black_pixel,
@@ -88,17 +88,22 @@ class QuantizeStage:
         return {"quantize": {**self.config.to_dict(), "ternary": self._ternary(ctx).to_dict()}}
 
     def _layer_sensitivity(self, ctx: RunContext, model: Any, cfg: TernaryConfig,
-                           calib: Any) -> dict[str, Any] | None:
+                           calib: Any, calib_targets: Any) -> dict[str, Any] | None:
         """Per-layer damage of ternarization alone (what the search's 8-bit exception
         keeps at int8 when the ternary model misses the accuracy budget)."""
         samples = min(self.config.sensitivity_samples, len(calib))
         if samples == 0:
             return None
         layers = sum(kind == "ternary" for kind in plan_precisions(model, cfg).values())
+        metric = ctx.config.metric
+        score = None if metric.is_top1 else (lambda probe: metric.score(scored_batches(
+            torch_forward(probe), calib[:samples], calib_targets[:samples], 128)))
         with ctx.ui.task("ternary sensitivity (one layer at a time)", layers) as advance:
-            agreement = ternary_layer_agreement(model, cfg, calib[:samples], advance)
-        return {"metric": "top-1 agreement (%) with the unquantized model when only this "
-                "layer is ternary (weights only, before QAT)", "samples": samples,
+            agreement = ternary_layer_agreement(model, cfg, calib[:samples], advance, score)
+        what = ("top-1 agreement (%) with the unquantized model" if metric.is_top1 else
+                f"{metric.label} on the calibration targets")
+        return {"metric": f"{what} when only this layer is ternary (weights only, before "
+                "QAT)", "samples": samples,
                 "agreement": agreement, "most_damaged": most_damaged_layer(agreement)}
 
     def run(self, ctx: RunContext, workdir: Path) -> dict[str, Any]:
@@ -108,13 +113,12 @@ class QuantizeStage:
             ctx.ui.warn(text)
         source = ctx.latest_model_path()
         model = ctx.load_model(source)
-        calib, _ = ctx.arrays("calibration")
-        sensitivity = self._layer_sensitivity(ctx, model, cfg, calib)
+        calib, calib_targets = ctx.arrays("calibration")
+        sensitivity = self._layer_sensitivity(ctx, model, cfg, calib, calib_targets)
         state = prepare_ternary(model, cfg)
         calibrate(model, batches(calib, CALIBRATION_BATCH))
         images, labels = ctx.arrays("eval")
-        before = top1(torch_predictions(model, images, ctx, "PyTorch eval (ternary, no QAT)"),
-                      labels)
+        before = torch_score(model, images, labels, ctx, "PyTorch eval (ternary, no QAT)")
         prepared = workdir / "prepared.pt"
         save_derived_artifact(model, source, prepared, ternary=cfg.to_dict())
         request = {
@@ -131,8 +135,7 @@ class QuantizeStage:
         model = ctx.load_model(workdir / MODEL_ARTIFACT)
         recal = calibrate(model, batches(calib, CALIBRATION_BATCH))  # weights moved
         save_derived_artifact(model, workdir / MODEL_ARTIFACT, workdir / MODEL_ARTIFACT)
-        accuracy = top1(torch_predictions(model, images, ctx, "PyTorch eval (ternary QAT)"),
-                        labels)
+        accuracy = torch_score(model, images, labels, ctx, "PyTorch eval (ternary QAT)")
         rows = precision_table(model)
         summary = ternary_summary(rows)
         layers = summary["layers_by_precision"]
@@ -145,6 +148,6 @@ class QuantizeStage:
             "layers": rows, "ternary_summary": summary, "layer_sensitivity": sensitivity,
             "summary": f"{cfg.method} ternary ({layers.get('ternary', 0)} layers ternary, "
             f"{layers.get('int8', 0)} int8, {layers.get('fp32', 0)} fp32; {cfg.activation_dtype} "
-            f"activations), {stats['epochs']:.2f} epochs in {stats['seconds']:.0f} s: top-1 "
-            f"{accuracy:.2f}% (before QAT {before:.2f}%)",
+            f"activations), {stats['epochs']:.2f} epochs in {stats['seconds']:.0f} s: "
+            f"{ctx.config.metric.label} {accuracy:.2f} (before QAT {before:.2f})",
         }

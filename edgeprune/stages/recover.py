@@ -17,7 +17,7 @@ from typing import Any
 from edgeprune.errors import InputError, StageFailure
 from edgeprune.options import default
 from edgeprune.pipeline import MODEL_ARTIFACT, TEACHER_ARTIFACT, RunContext
-from edgeprune.stages.common import top1, torch_predictions
+from edgeprune.stages.common import torch_score
 from edgeprune.train import LOSSES, TrainConfig
 
 
@@ -123,15 +123,15 @@ class RecoverStage:
                              f"recovering ({self.config.mode})")
         images, labels = ctx.arrays("eval")
         model = ctx.load_model(workdir / MODEL_ARTIFACT)
-        accuracy = top1(torch_predictions(model, images, ctx, "PyTorch eval (recovered)"), labels)
+        accuracy = torch_score(model, images, labels, ctx, "PyTorch eval (recovered)")
         return {
             "mode": self.config.mode, "nproc": self.config.nproc, "training": stats,
             "warnings": warnings,
             "train_samples": len(ctx.subset("train")), "accuracy": accuracy,
             "accuracy_samples": len(labels),
             "summary": f"{self.config.mode}, {stats['epochs']:.2f} epochs in "
-            f"{stats['seconds']:.0f} s on {stats['world_size']} process(es): top-1 "
-            f"{accuracy:.2f}%",
+            f"{stats['seconds']:.0f} s on {stats['world_size']} process(es): "
+            f"{ctx.config.metric.label} {accuracy:.2f}",
         }
 
 

@@ -1,6 +1,6 @@
 """Stage 10: compare the final accuracy (in the target runtime) and measured latency with
 the user's budget. The drop is against the baseline's PyTorch FP32 accuracy on the same
-evaluation images."""
+evaluation images, in points of the run's metric (top-1 %, or ``--metric``'s)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,15 @@ from edgeprune.pipeline import RunContext
 
 
 def judge(baseline_acc: float, final_acc: float, latency: dict[str, Any],
-          max_drop: float, latency_goal: float | None, percentile: str) -> dict[str, Any]:
-    """The verdict and, when it fails, each reason in words."""
+          max_drop: float, latency_goal: float | None, percentile: str,
+          metric: str = "top-1") -> dict[str, Any]:
+    """The verdict and, when it fails, each reason in words (``metric``: its name; the
+    drop is in its points, higher being better)."""
     drop = baseline_acc - final_acc
     reasons = []
     accuracy_ok = drop <= max_drop + 1e-9
     if not accuracy_ok:
-        reasons.append(f"top-1 dropped {drop:.2f} points, more than the budget of "
+        reasons.append(f"{metric} dropped {drop:.2f} points, more than the budget of "
                        f"{max_drop:.2f}")
     latency_ok = True
     measured = latency.get(percentile)
@@ -51,8 +53,9 @@ class VerdictStage:
         verdict = judge(
             ctx.metrics("baseline")["accuracy"], ctx.metrics("evaluate")["accuracy"],
             ctx.metrics("profile")["final"]["latency_ms"], b.max_drop, b.latency_ms,
-            b.percentile,
+            b.percentile, ctx.config.metric.label,
         )
         word = "PASSED" if verdict["passed"] else "MISSED"
-        return {**verdict, "summary": f"budget {word}: drop {verdict['accuracy_drop']:.2f} "
-                f"points (max {b.max_drop})"}
+        return {**verdict, "metric": ctx.config.metric.to_report(),
+                "summary": f"budget {word}: {ctx.config.metric.label} drop "
+                f"{verdict['accuracy_drop']:.2f} points (max {b.max_drop})"}
