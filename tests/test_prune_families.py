@@ -222,3 +222,27 @@ def test_an_operation_torch_pruning_cannot_trace_is_exit_2(fashion_dir: Path,
     _, groups = find_groups(Gated().eval(), torch.zeros(2, 1, 28, 28),
                             PruneOptions(exclude=["c2"]))
     assert not any("c1" in g.members for g in groups)
+
+
+def test_prune_command_leaves_the_shuffled_streams_whole_with_a_note(
+        fashion_dir: Path, tmp_path: Path) -> None:
+    """Through the real CLI: exit 0, the groups left whole named in the summary and the
+    console, and the artifact reloads with weights_only on the original architecture."""
+    import json
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "shuffle.pt"
+    torch.save(ZOO["shufflenet_tiny"](in_channels=1).state_dict(), ckpt)
+    out = tmp_path / "out"
+    result = run_cli("prune", ckpt, "--arch", "shufflenet_tiny", "--arch-kwargs",
+                     '{"in_channels": 1}', "--data", fashion_dir, *FASHION_ARGS,
+                     "--prune-ratio", "0.3", "--recover", "none", "--eval-limit", "100",
+                     "--compensate-samples", "64", "--calib-size", "50", "--out", out)
+    assert result.code == 0, result.stderr
+    assert "left unpruned" in result.stderr + result.stdout
+    summary = json.loads((out / "prune.json").read_text())
+    assert set(summary["unpruned_groups"]) == set(_followable("shufflenet_tiny")[1])
+    assert any("left unpruned" in w for w in summary["warnings"])
+    assert summary["params_after"] < summary["params_before"]
+    reloaded = read_model_artifact(out / "pruned.pt", trust_pickle=False)
+    assert reloaded(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
