@@ -3,7 +3,9 @@
 Each builder returns a plain ``nn.Module`` so that pruners, quantizers and exporters see the
 same structures users bring: residual adds (ResNet, MobileNetV2), parameter-free padded
 shortcuts (CIFAR ResNet option A), depthwise convolutions (MobileNetV2), long plain chains
-(VGG) and channel concatenation (DenseNet). The CIFAR ResNets match the attribute names of
+(VGG), channel concatenation (DenseNet), grouped convolutions (ResNeXt), LayerNorm and
+layer scale (ConvNeXt), channel split + shuffle (ShuffleNetV2) and multi-head attention
+with a class token and position embedding (ViT). The CIFAR ResNets match the attribute names of
 the shared pretrained checkpoints, so their state dicts load without renaming.
 """
 
@@ -36,7 +38,9 @@ __all__ = [
     "resnet32",
     "resnet44",
     "resnet56",
+    "shufflenet_tiny",
     "vgg16_cifar",
+    "vit_tiny",
 ]
 
 
