@@ -250,3 +250,40 @@ def test_prune_command_leaves_the_shuffled_streams_whole_with_a_note(
     assert summary["params_after"] < summary["params_before"]
     reloaded = read_model_artifact(out / "pruned.pt", trust_pickle=False)
     assert reloaded(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+class _TorchAttention(nn.Module):
+    """torch's own nn.MultiheadAttention: Torch-Pruning cuts its embedding width (the
+    head count stays, head_dim shrinks); the rebuilt module must take those widths."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Conv2d(3, 32, 4, stride=4)
+        self.norm = nn.LayerNorm(32)
+        self.attn = nn.MultiheadAttention(32, 4, batch_first=True)
+        self.fc1, self.fc2 = nn.Linear(32, 64), nn.Linear(64, 32)
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.embed(x).flatten(2).transpose(1, 2)
+        y = self.norm(x)
+        x = x + self.attn(y, y, y, need_weights=False)[0]
+        x = x + self.fc2(torch.relu(self.fc1(x)))
+        return self.head(x.mean(1))
+
+
+def test_torch_multihead_attention_prunes_and_reloads(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model, example = _TorchAttention().eval(), torch.randn(2, 3, 16, 16)
+    options, unpruned = with_followable(model, example, PruneOptions())
+    assert not unpruned
+    _, groups = find_groups(model, example, options)
+    pruned, _ = prune_copy(model, example, {g.name: 0.25 for g in groups}, dscore, options)
+    assert pruned.attn.embed_dim < 32
+    spec = ArchSpec("tests:_TorchAttention", factory=_TorchAttention, user_named=True)
+    path = tmp_path / "model.pt"
+    save_model_artifact(pruned, spec, path, {"pruned": True, "conversions": [],
+                                             "input_shape": list(example.shape)})
+    reloaded = read_model_artifact(path, trust_pickle=False, arch=spec)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(example), pruned(example))

@@ -572,6 +572,11 @@ def resize_to_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
         if bias is not None:  # also a bias the compensation added to a bias-free layer
             module.bias = nn.Parameter(torch.empty_like(bias))
     _resize_other_tensors(model, state)
+    for name, module in model.named_modules():  # torch's attention keeps its widths too
+        packed = state.get(f"{name}.in_proj_weight" if name else "in_proj_weight")
+        if isinstance(module, nn.MultiheadAttention) and packed is not None:
+            module.embed_dim = module.kdim = module.vdim = int(packed.shape[1])
+            module.head_dim = module.embed_dim // module.num_heads
 
 
 # the attribute that holds a layer's channel count, for the layers that have one
