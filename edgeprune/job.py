@@ -79,6 +79,8 @@ def run_prune(config: PipelineConfig, ui: UI) -> dict[str, Any]:
         "accuracy_recovered": recover.get("accuracy"),
         "accuracy_samples": prune["accuracy_samples"],
         "metric": config.metric.to_report(),
+        "warnings": prune.get("warnings", []),
+        "unpruned_groups": prune.get("unpruned_groups", {}),
         "stages": [{"name": r.name, "status": r.status, "seconds": r.seconds} for r in records],
     }
     write_json_atomic(config.out_dir / "prune.json", summary)

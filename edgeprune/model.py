@@ -302,14 +302,19 @@ class LoadedModel:
 ARTIFACT_FORMAT = "edgeprune-model/1"
 
 
-RECIPE_KEYS = ("pruned", "conversions", "input_shape", "ternary")
+RECIPE_KEYS = ("pruned", "conversions", "input_shape", "ternary", "heads")
 
 
 def rebuild_from_artifact(payload: Mapping[str, Any], arch: ArchSpec | None = None,
                           path: Path | None = None) -> nn.Module:
     """An edgeprune model artifact → module: the original architecture, its recorded
     conversions, layers resized to the saved (pruned) shapes, then the weights."""
-    from edgeprune.prune.structural import OPTION_A, make_shortcuts_explicit, resize_to_state
+    from edgeprune.prune.structural import (
+        OPTION_A,
+        make_shortcuts_explicit,
+        resize_to_state,
+        set_head_counts,
+    )
 
     arch = arch or hinted_arch(payload, path or Path("model artifact"))
     model = arch.build()
@@ -318,6 +323,8 @@ def rebuild_from_artifact(payload: Mapping[str, Any], arch: ArchSpec | None = No
         make_shortcuts_explicit(model, torch.zeros(payload["input_shape"]))
     if payload.get("pruned"):
         resize_to_state(model, state)
+    if "heads" in payload:  # attention modules whose heads were pruned
+        set_head_counts(model, payload["heads"])
     if payload.get("ternary"):  # quantized: same layer plan, then its trained state
         from edgeprune.quant.activations import set_calibrated_modes
         from edgeprune.quant.ternary import TernaryConfig, prepare_ternary

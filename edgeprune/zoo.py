@@ -3,7 +3,9 @@
 Each builder returns a plain ``nn.Module`` so that pruners, quantizers and exporters see the
 same structures users bring: residual adds (ResNet, MobileNetV2), parameter-free padded
 shortcuts (CIFAR ResNet option A), depthwise convolutions (MobileNetV2), long plain chains
-(VGG) and channel concatenation (DenseNet). The CIFAR ResNets match the attribute names of
+(VGG), channel concatenation (DenseNet), grouped convolutions (ResNeXt), LayerNorm and
+layer scale (ConvNeXt), channel split + shuffle (ShuffleNetV2) and multi-head attention
+with a class token and position embedding (ViT). The CIFAR ResNets match the attribute names of
 the shared pretrained checkpoints, so their state dicts load without renaming.
 """
 
@@ -36,7 +38,9 @@ __all__ = [
     "resnet32",
     "resnet44",
     "resnet56",
+    "shufflenet_tiny",
     "vgg16_cifar",
+    "vit_tiny",
 ]
 
 
@@ -500,6 +504,149 @@ def seg_tiny(num_classes: int = 11, in_channels: int = 1, width: int = 16) -> Ti
     return TinySegNet(num_classes=num_classes, in_channels=in_channels, width=width)
 
 
+# --------------------------------------------------------------------------- ShuffleNetV2
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """ShuffleNet's channel shuffle: (B, g*c, H, W) -> view (B, g, c) -> transpose -> flatten,
+    so channel i*c+j moves to j*g+i."""
+    b, channels, h, w = x.shape
+    x = x.view(b, groups, channels // groups, h, w).transpose(1, 2).contiguous()
+    return x.view(b, channels, h, w)
+
+
+class ShuffleUnit(nn.Module):
+    """ShuffleNetV2's unit: stride 1 splits the channels in two (one half passes through),
+    stride 2 runs two branches on the whole input; the halves are concatenated and
+    shuffled."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+        half = cout // 2
+        branch_in = cin if stride > 1 else cin // 2
+        if stride > 1:
+            self.branch1 = nn.Sequential(
+                nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False), nn.BatchNorm2d(cin),
+                nn.Conv2d(cin, half, 1, bias=False), nn.BatchNorm2d(half), nn.ReLU())
+        self.branch2 = nn.Sequential(
+            nn.Conv2d(branch_in, half, 1, bias=False), nn.BatchNorm2d(half), nn.ReLU(),
+            nn.Conv2d(half, half, 3, stride, 1, groups=half, bias=False), nn.BatchNorm2d(half),
+            nn.Conv2d(half, half, 1, bias=False), nn.BatchNorm2d(half), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == 1:
+            x1, x2 = x.chunk(2, dim=1)
+            out = torch.cat([x1, self.branch2(x2)], dim=1)
+        else:
+            out = torch.cat([self.branch1(x), self.branch2(x)], dim=1)
+        return channel_shuffle(out, 2)
+
+
+class ShuffleNetTiny(nn.Module):
+    """A two-stage ShuffleNetV2-style net for 32x32 inputs: channel split, concatenation and
+    the view/transpose/view channel shuffle a dependency graph cannot index through."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, 24, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(24), nn.ReLU())
+        self.stage2 = nn.Sequential(ShuffleUnit(24, 48, 2), ShuffleUnit(48, 48, 1))
+        self.stage3 = nn.Sequential(ShuffleUnit(48, 96, 2), ShuffleUnit(96, 96, 1))
+        self.head = nn.Sequential(nn.Conv2d(96, 128, 1, bias=False), nn.BatchNorm2d(128),
+                                  nn.ReLU())
+        self.fc = nn.Linear(128, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.head(self.stage3(self.stage2(self.stem(x))))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def shufflenet_tiny(num_classes: int = 10, in_channels: int = 3) -> ShuffleNetTiny:
+    """Small ShuffleNetV2-style net (channel split + shuffle) for 32x32 inputs."""
+    return ShuffleNetTiny(num_classes=num_classes, in_channels=in_channels)
+
+
+# --------------------------------------------------------------------------- ViT
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention as timm writes it: one qkv Linear, a reshape to
+    (3, heads, tokens, head_dim), scaled dot product, heads concatenated, a projection.
+    The head dimension is inferred (-1) from the qkv width and ``num_heads``, so whole
+    heads can be removed by lowering ``num_heads`` (the pruner does, and records it)."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        attn = (q @ k.transpose(-2, -1)) * self.scale
+        out = attn.softmax(dim=-1) @ v
+        return self.proj(out.transpose(1, 2).reshape(b, n, -1))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+class ViTBlock(nn.Module):
+    """Pre-norm transformer block: x + attn(LN(x)), then x + mlp(LN(x))."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: int) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, dim * mlp_ratio)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class ViTTiny(nn.Module):
+    """A small vision transformer for 32x32 inputs: patch-embedding conv (4x4 patches),
+    class token, learnt position embedding, pre-norm blocks with multi-head attention and a
+    GELU MLP, final LayerNorm, linear head on the class token."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, image_size: int = 32,
+                 patch: int = 4, dim: int = 64, depth: int = 2, num_heads: int = 4,
+                 mlp_ratio: int = 2) -> None:
+        super().__init__()
+        self.patch_embed = nn.Conv2d(in_channels, dim, patch, stride=patch)
+        tokens = (image_size // patch) ** 2
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.randn(1, tokens + 1, dim) * 0.02)
+        self.blocks = nn.Sequential(*[ViTBlock(dim, num_heads, mlp_ratio)
+                                      for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        x = self.blocks(x + self.pos_embed)
+        return self.head(self.norm(x)[:, 0])
+
+
+def vit_tiny(num_classes: int = 10, in_channels: int = 3) -> ViTTiny:
+    """Small ViT (4 heads of 16, 2 blocks, 4x4 patches) for 32x32 inputs."""
+    return ViTTiny(num_classes=num_classes, in_channels=in_channels)
+
+
 # --------------------------------------------------------------------------- registry
 
 
@@ -515,6 +662,10 @@ ZOO: dict[str, Callable[..., nn.Module]] = {
     "resnext_tiny": resnext_tiny,
     "convnext_tiny": convnext_tiny,
     "seg_tiny": seg_tiny,
+
+
+    "shufflenet_tiny": shufflenet_tiny,
+    "vit_tiny": vit_tiny,
 }
 
 

@@ -85,6 +85,9 @@ class PruneOptions:
     round_to: int = default("round_to")
     exclude: list[str] = field(default_factory=list)  # module names (or prefixes) to keep
     prune_residual: bool = True  # False = the paper's choice: leave residual streams whole
+    # groups left whole because Torch-Pruning cannot cut them correctly on this model
+    # (found by prune.verify: the surgery fails, or differs from zeroing the channels)
+    skip_groups: list[str] = field(default_factory=list)
 
     def keep_count(self, channels: int, ratio: float, channel_groups: int = 1) -> int:
         """Channels kept at ``ratio``: at least min_channels, a multiple of round_to and
@@ -109,14 +112,33 @@ class PruneGroup:
     # >1 when a grouped convolution (or GroupNorm) reads or writes these channels: each of
     # its groups must lose the same in-group positions (Torch-Pruning's MetaPruner rule)
     channel_groups: int = 1
+    # attention heads: these channels are ``sections`` (3 for a fused qkv Linear) x
+    # ``heads`` x head_dim; only whole heads are removed, and the module that reshapes to
+    # heads (``head_owner``) gets its ``head_attribute`` (``num_heads``) lowered to match
+    heads: int = 0
+    sections: int = 1
+    head_owner: nn.Module | None = None
+    head_attribute: str = ""
 
     def keep(self, options: PruneOptions, ratio: float) -> int:
+        if self.heads:  # whole heads, at least one
+            kept = max(1, self.heads - math.floor(self.heads * ratio + 1e-9))
+            return kept * (self.channels // self.heads)
         return options.keep_count(self.channels, ratio, self.channel_groups)
 
     def channels_to_prune(self, scores: torch.Tensor, keep: int) -> list[int]:
         """The ``channels - keep`` lowest-scoring channels; with channel groups, the
         lowest-scoring in-group positions (scores averaged over the groups), in every
-        group."""
+        group; with attention heads, the lowest-scoring whole heads (scores averaged over
+        the head's q, k and v channels)."""
+        if self.heads:
+            head_dim = self.channels // (self.sections * self.heads)
+            per_head = scores.reshape(self.sections, self.heads, head_dim).mean((0, 2))
+            drop = (self.channels - keep) // (self.channels // self.heads)
+            chosen = torch.argsort(per_head, stable=True)[:drop].tolist()
+            return sorted(s * self.heads * head_dim + h * head_dim + d
+                          for s in range(self.sections) for h in chosen
+                          for d in range(head_dim))
         if self.channel_groups == 1:
             return sorted(torch.argsort(scores, stable=True)[: self.channels - keep].tolist())
         size = self.channels // self.channel_groups
@@ -198,14 +220,207 @@ def _excluded(name: str, exclude: Iterable[str]) -> bool:
     return any(name == e or name.startswith(e + ".") for e in exclude)
 
 
+HEAD_ATTRIBUTES = ("num_heads", "num_attention_heads", "n_heads")
+
+
+def _head_attribute(module: nn.Module) -> str:
+    """The attribute holding a module's attention head count (timm, Hugging Face and
+    nanoGPT spell it differently), or "" when it has none."""
+    return next((a for a in HEAD_ATTRIBUTES if type(getattr(module, a, None)) is int), "")
+
+
+def head_counts(model: nn.Module) -> dict[str, int]:
+    """Every attention module's head count: saved with a pruned model, whose removed heads
+    a rebuilt architecture cannot know from the weights' shapes alone."""
+    return {name: getattr(m, attr) for name, m in model.named_modules()
+            if (attr := _head_attribute(m))}
+
+
+def set_head_counts(model: nn.Module, counts: Any) -> None:
+    """Restore saved head counts (``head_counts``) on a rebuilt architecture."""
+    from edgeprune.errors import InputError
+
+    modules = dict(model.named_modules())
+    if not isinstance(counts, dict):
+        counts = {None: counts}
+    for name, value in counts.items():
+        module = modules.get(name) if isinstance(name, str) else None
+        attr = _head_attribute(module) if module is not None else ""
+        if not attr or type(value) is not int or value < 1:
+            raise InputError(f"the artifact's attention head count {name!r}: {value!r} does "
+                             "not match an attention module of the architecture",
+                             fix="rebuild the artifact with `edgeprune prune` from the model")
+        setattr(module, attr, value)
+
+
+def _execution_order(model: nn.Module, example: torch.Tensor) -> dict[int, int]:
+    """When each conv/linear first runs in a forward pass (id(module) -> position)."""
+    order: dict[int, int] = {}
+
+    def record(module: nn.Module, inputs: tuple, output: Any) -> None:
+        order.setdefault(id(module), len(order))
+
+    hooks = [m.register_forward_hook(record)
+             for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    try:
+        with torch.no_grad():
+            model.eval()(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    return order
+
+
+def _attention(group: Any, names: dict[nn.Module, str], model: nn.Module,
+               channels: int, order: dict[int, int]) -> tuple[nn.Module, str, int, int] | None:
+    """(owner, attribute, heads, sections) when these channels are attention heads: a
+    module with a head count whose child Linear produces them and whose later child
+    Linear (the output projection) reads them. (The embedding stream through the same
+    module is the other way round: read first, by qkv, produced last, by the projection.)"""
+    produced: dict[int, list[nn.Module]] = {}
+    read: dict[int, list[nn.Module]] = {}
+    for item in group.items:
+        module = item.dep.target.module
+        name = names.get(module)
+        if not isinstance(module, nn.Linear) or not name or "." not in name:
+            continue
+        owner = model.get_submodule(name.rpartition(".")[0])
+        if not _head_attribute(owner):
+            continue
+        out = item.dep.handler.__name__ == "prune_out_channels"
+        (produced if out else read).setdefault(id(owner), []).append(module)
+    for key, producers in produced.items():
+        readers = read.get(key, [])
+        first_out = min(order.get(id(m), 0) for m in producers)
+        later = [m for m in readers if order.get(id(m), -1) > first_out]
+        if not later:
+            continue
+        owner = next(m for m in model.modules() if id(m) == key)
+        attr = _head_attribute(owner)
+        heads = getattr(owner, attr)
+        width = min(m.in_features for m in later)
+        sections = channels // width if width and channels % width == 0 else 1
+        if heads > 0 and channels % (sections * heads) == 0:
+            return owner, attr, heads, sections
+    return None
+
+
+def _traced_layers(exc: BaseException, names: dict[nn.Module, str]
+                   ) -> tuple[list[str], list[str]]:
+    """The model's layers nearest to where Torch-Pruning raised -- before and after the
+    graph node it was working on (a local variable of its innermost frame)."""
+    node = None
+    tb = exc.__traceback__
+    while tb is not None:
+        for value in tb.tb_frame.f_locals.values():
+            if hasattr(value, "inputs") and hasattr(value, "module") and hasattr(
+                    value, "outputs"):
+                node = value
+        tb = tb.tb_next
+
+    def walk(direction: str) -> list[str]:
+        found: list[str] = []
+        stack, seen = ([node] if node is not None else []), set()
+        while stack and len(found) < 4:
+            current = stack.pop()
+            if id(current) in seen:
+                continue
+            seen.add(id(current))
+            module = current.module
+            name = names.get(module) if isinstance(module, nn.Module) else None
+            if name and current is not node:
+                found.append(name)
+                continue
+            stack.extend(getattr(current, direction))
+        return sorted(found)
+
+    return walk("inputs"), walk("outputs")
+
+
+def _internal(exc: Exception, what: str, before: list[str],
+              after: list[str] | None = None) -> Exception:
+    """Torch-Pruning raised: a clear input error naming the layers and the way out. The
+    module to exclude is the one holding the operation (the layers before it share it as
+    parent), else the first layer after it: the graph is then cut there."""
+    from edgeprune.errors import InputError
+
+    after = after or []
+    parents = {n.rpartition(".")[0] for n in before}
+    holder = parents.pop() if len(parents) == 1 and "" not in parents else ""
+    suggest = holder or (after[0] if after else (before[0] if before else "LAYER"))
+    where = ""
+    if before or after:
+        where = f" between {', '.join(before) or 'the inputs'} and " \
+                f"{', '.join(after) or 'the outputs'}" if after else \
+                f" at {', '.join(before)}"
+    detail = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return InputError(
+        f"Torch-Pruning cannot follow an operation of this model{where} while {what} "
+        f"({type(exc).__name__}: {detail})",
+        fix=f"leave that part unpruned with --exclude {suggest} (repeatable; a module "
+        "name excludes everything inside it, and layers feeding only excluded modules "
+        "stay whole too), or rewrite that operation with standard layers")
+
+
+def build_graph(model: nn.Module, example: torch.Tensor,
+                exclude: Iterable[str] = ()) -> tp.DependencyGraph:
+    """Torch-Pruning's dependency graph; its failures become an input error. When the
+    library cannot trace an operation inside a module the user excluded, the graph is
+    built again with those modules opaque (their outputs cut from the autograd graph the
+    library walks): nothing inside them, nor anything only feeding them, is pruned."""
+    import warnings
+
+    names = {m: n for n, m in model.named_modules()}
+    try:
+        with warnings.catch_warnings():  # unwrapped parameters (class token, layer scale)
+            warnings.simplefilter("ignore", UserWarning)
+            return tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    except Exception as exc:
+        error = _internal(exc, "building the dependency graph", *_traced_layers(exc, names))
+        error.__cause__ = exc
+    opaque = [m for n, m in model.named_modules() if n and n in set(exclude)]
+    if not opaque:
+        raise error
+
+    def cut(module: nn.Module, inputs: tuple, output: Any) -> Any:
+        return output.detach().requires_grad_() if isinstance(output, torch.Tensor) else (
+            output)
+
+    hooks = [m.register_forward_hook(cut) for m in opaque]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    except Exception:
+        raise error from None
+    finally:
+        for h in hooks:
+            h.remove()
+
+
 def find_groups(model: nn.Module, example: torch.Tensor,
                 options: PruneOptions) -> tuple[tp.DependencyGraph, list[PruneGroup]]:
     """Build the dependency graph and list the prunable channel groups."""
+    graph, groups, _ = inspect_groups(model, example, options)
+    return graph, groups
+
+
+def inspect_groups(model: nn.Module, example: torch.Tensor, options: PruneOptions
+                   ) -> tuple[tp.DependencyGraph, list[PruneGroup], dict[str, str]]:
+    """The graph, the prunable groups, and the groups left out because the graph cannot
+    describe them (name -> why): a group whose producing layers have different widths is
+    one Torch-Pruning merged across an operation it does not follow (a channel shuffle)."""
     names = {m: n for n, m in model.named_modules()}
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
-    groups = []
-    for group in graph.get_all_groups(ignored_layers=_output_layers(graph, model, example),
-                                      root_module_types=(nn.Conv2d, nn.Linear)):
+    graph = build_graph(model, example, options.exclude)
+    order = _execution_order(model, example)
+    groups, skipped = [], {}
+    try:
+        all_groups = list(graph.get_all_groups(
+            ignored_layers=_output_layers(graph, model, example),
+            root_module_types=(nn.Conv2d, nn.Linear)))
+    except Exception as exc:
+        raise _internal(exc, "grouping coupled channels", *_traced_layers(exc, names)) from exc
+    for group in all_groups:
         members, producers = [], []
         for item in group.items:
             module = item.dep.target.module
@@ -219,16 +434,29 @@ def find_groups(model: nn.Module, example: torch.Tensor,
                 producers.append((name, module))
         if not producers or any(_excluded(m, options.exclude) for m in members):
             continue
+        if producers[0][0] in options.skip_groups:
+            continue
         residual = sum(1 for _, m in producers
                        if not (isinstance(m, nn.Conv2d) and m.groups > 1)) > 1
         if residual and not options.prune_residual:
             continue
         root = group.items[0].dep.target.module
         channels = producers[0][1].weight.shape[0]
-        groups.append(PruneGroup(producers[0][0], root, channels, producers,
-                                 sorted(set(members)), residual,
-                                 _channel_groups(group, channels)))
-    return graph, groups
+        widths = {n: m.weight.shape[0] for n, m in producers}
+        if len(set(widths.values())) > 1:
+            skipped[producers[0][0]] = (
+                "Torch-Pruning couples layers of different widths here "
+                f"({', '.join(f'{n}: {w}' for n, w in sorted(widths.items()))}), so it "
+                "does not follow an operation between them (a channel shuffle, a "
+                "reshape of the channels)")
+            continue
+        entry = PruneGroup(producers[0][0], root, channels, producers,
+                           sorted(set(members)), residual, _channel_groups(group, channels))
+        attention = _attention(group, names, model, channels, order)
+        if attention:
+            entry.head_owner, entry.head_attribute, entry.heads, entry.sections = attention
+        groups.append(entry)
+    return graph, groups, skipped
 
 
 def group_scores(group: PruneGroup, criterion: Criterion) -> torch.Tensor:
@@ -262,6 +490,8 @@ def plan_from_ratios(groups: list[PruneGroup], ratios: dict[str, float], criteri
         pruned = g.channels_to_prune(group_scores(g, criterion), keep)
         plan.groups[g.name] = {"channels": g.channels, "kept": keep, "ratio": ratio,
                                "pruned": pruned, "residual": g.residual}
+        if g.heads:
+            plan.groups[g.name]["heads"] = [g.heads, g.heads * keep // g.channels]
     return plan
 
 
@@ -273,10 +503,20 @@ def apply_plan(graph: tp.DependencyGraph, groups: list[PruneGroup], plan: PruneP
     for g in groups:
         idxs = plan.groups.get(g.name, {}).get("pruned", [])
         if idxs:
-            group = graph.get_pruning_group(g.root, prune_function(g.root), idxs)
+            try:
+                group = graph.get_pruning_group(g.root, prune_function(g.root), idxs)
+            except Exception as exc:
+                raise _internal(exc, f"cutting group {g.name}", g.members) from exc
             if tracer is not None:
                 tracer.before_prune(group)
-            group.prune()
+            try:
+                group.prune()
+            except Exception as exc:
+                raise _internal(exc, f"cutting group {g.name}", g.members) from exc
+            if g.heads and g.head_owner is not None:
+                removed = len(idxs) // (g.channels // g.heads)
+                setattr(g.head_owner, g.head_attribute,
+                        getattr(g.head_owner, g.head_attribute) - removed)
 
 
 def prune_copy(model: nn.Module, example: torch.Tensor, ratios: dict[str, float],
@@ -332,6 +572,11 @@ def resize_to_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
         if bias is not None:  # also a bias the compensation added to a bias-free layer
             module.bias = nn.Parameter(torch.empty_like(bias))
     _resize_other_tensors(model, state)
+    for name, module in model.named_modules():  # torch's attention keeps its widths too
+        packed = state.get(f"{name}.in_proj_weight" if name else "in_proj_weight")
+        if isinstance(module, nn.MultiheadAttention) and packed is not None:
+            module.embed_dim = module.kdim = module.vdim = int(packed.shape[1])
+            module.head_dim = module.embed_dim // module.num_heads
 
 
 # the attribute that holds a layer's channel count, for the layers that have one

@@ -66,7 +66,8 @@ def _pruning(ctx: RunContext) -> dict[str, Any] | None:
     return {k: m[k] for k in keys} | {
         "choice": m.get("choice", {}), "accuracy_surgery": m.get("accuracy_surgery"),
         "accuracy_compensated": m.get("accuracy"), "compensation": compensation,
-        "warnings": m.get("warnings", [])}
+        "warnings": m.get("warnings", []),
+        "unpruned_groups": m.get("unpruned_groups", {})}
 
 
 def _quantization(ctx: RunContext) -> dict[str, Any] | None:

@@ -33,7 +33,7 @@ def save_model_artifact(model: nn.Module, arch: ArchSpec | None, path: Path,
                         extra: dict[str, Any] | None = None) -> None:
     """Weights + how to rebuild the architecture: reloads without executing pickled code.
     A trusted full module with no --arch is stored as a module (reloading it needs trust)."""
-    payload: dict[str, Any] = {"format": ARTIFACT_FORMAT, **(extra or {})}
+    payload: dict[str, Any] = {"format": ARTIFACT_FORMAT, **(extra or {}), **_heads(model)}
     if arch is not None:
         payload.update(arch=arch.target, arch_kwargs=arch.kwargs, state_dict=model.state_dict())
     else:
@@ -41,6 +41,15 @@ def save_model_artifact(model: nn.Module, arch: ArchSpec | None, path: Path,
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(payload, tmp)
     tmp.replace(path)
+
+
+def _heads(model: nn.Module) -> dict[str, Any]:
+    """The attention head counts (a pruned model may have fewer heads than its
+    architecture builds), for the recipe."""
+    from edgeprune.prune.structural import head_counts
+
+    counts = head_counts(model)
+    return {"heads": counts} if counts else {}
 
 
 def artifact_meta(path: Path) -> dict[str, Any]:
@@ -54,7 +63,7 @@ def artifact_meta(path: Path) -> dict[str, Any]:
 
 def save_derived_artifact(model: nn.Module, source: Path, dest: Path, **extra: Any) -> None:
     """Save a model made from ``source`` (pruned, recovered, ...) with the same recipe."""
-    meta = {**artifact_meta(source), **extra}
+    meta = {**artifact_meta(source), **extra, **_heads(model)}
     weights = {"state_dict": model.state_dict()} if "arch" in meta else {"module": model}
     tmp = dest.with_name(f".{dest.name}.tmp")
     torch.save({**meta, "format": ARTIFACT_FORMAT, **weights}, tmp)

@@ -11,6 +11,7 @@ split, so the report can attribute each change to its step.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -32,6 +33,7 @@ from edgeprune.prune.structural import (
     make_shortcuts_explicit,
     plan_from_ratios,
 )
+from edgeprune.prune.verify import notes, with_followable
 from edgeprune.stages.common import torch_score
 from edgeprune.stages.load import artifact_meta, save_derived_artifact
 
@@ -54,6 +56,11 @@ class PruneStage:
         flops_before, params_before = count_flops(model, shape), count_params(model)
         conversions = make_shortcuts_explicit(model, example)
         channels_before = layer_channels(model)
+        # groups Torch-Pruning cannot cut correctly here are left whole, with a note
+        checked, unfollowable = with_followable(model, example, cfg.options)
+        cfg = dataclasses.replace(cfg, options=checked)
+        for text in notes(unfollowable):
+            ctx.ui.warn(text)
         criterion = get_criterion(cfg.criterion)
         sens_x, sens_y = ctx.arrays("sensitivity", cfg.sensitivity_samples)
         evaluate = torch_accuracy(sens_x, sens_y, metric=ctx.config.metric)
@@ -109,7 +116,8 @@ class PruneStage:
             "allocation": choice["allocation"],
             "choice": {k: v for k, v in choice.items() if k not in ("ratios", "warnings")},
             "ratios": choice["ratios"],
-            "warnings": choice.get("warnings", []),
+            "warnings": choice.get("warnings", []) + notes(unfollowable),
+            "unpruned_groups": unfollowable,
             "accuracy_surgery": accuracy_surgery,
             "accuracy": accuracy,
             "compensation": compensation,
