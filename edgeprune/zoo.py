@@ -662,8 +662,6 @@ ZOO: dict[str, Callable[..., nn.Module]] = {
     "resnext_tiny": resnext_tiny,
     "convnext_tiny": convnext_tiny,
     "seg_tiny": seg_tiny,
-
-
     "shufflenet_tiny": shufflenet_tiny,
     "vit_tiny": vit_tiny,
 }
