@@ -48,6 +48,19 @@ class SelectionConv(nn.Conv2d):
         setattr(self, FIXED, True)
 
 
+def _hooked_forward(model: nn.Module, example: torch.Tensor,
+                    hooks: dict[nn.Module, Any]) -> Any:
+    """One no-grad eval forward pass with forward hooks on some modules (removed after,
+    whatever happens): how the plan learns shapes, outputs and execution order."""
+    handles = [m.register_forward_hook(hook) for m, hook in hooks.items()]
+    try:
+        with torch.no_grad():
+            return model.eval()(example)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def _is_option_a(module: nn.Module) -> bool:
     return type(module).__name__ == "DownsampleA" and hasattr(module, "pad")
 
@@ -59,14 +72,8 @@ def make_shortcuts_explicit(model: nn.Module, example: torch.Tensor) -> list[str
     def record(name: str):
         return lambda mod, inp, out: in_channels.__setitem__(name, inp[0].shape[1])
 
-    hooks = [m.register_forward_hook(record(n))
-             for n, m in model.named_modules() if _is_option_a(m)]
-    try:
-        with torch.no_grad():
-            model.eval()(example)
-    finally:
-        for h in hooks:
-            h.remove()
+    _hooked_forward(model, example, {m: record(n) for n, m in model.named_modules()
+                                     if _is_option_a(m)})
     for name, channels in in_channels.items():
         parent_name, _, attr = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
@@ -178,14 +185,9 @@ def _output_layers(graph: tp.DependencyGraph, model: nn.Module,
             continue
         stack.extend(node.inputs)
     seen_out: list[tuple[nn.Module, torch.Tensor]] = []
-    hooks = [m.register_forward_hook(lambda mod, i, o: seen_out.append((mod, o)))
-             for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
-    try:
-        with torch.no_grad():
-            out = model.eval()(example)
-    finally:
-        for h in hooks:
-            h.remove()
+    out = _hooked_forward(model, example, {
+        m: lambda mod, i, o: seen_out.append((mod, o))
+        for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)})
     for module, tensor in seen_out:
         if isinstance(out, torch.Tensor) and (tensor is out
                                               or tensor.data_ptr() == out.data_ptr()):
@@ -260,14 +262,8 @@ def _execution_order(model: nn.Module, example: torch.Tensor) -> dict[int, int]:
     def record(module: nn.Module, inputs: tuple, output: Any) -> None:
         order.setdefault(id(module), len(order))
 
-    hooks = [m.register_forward_hook(record)
-             for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
-    try:
-        with torch.no_grad():
-            model.eval()(example)
-    finally:
-        for h in hooks:
-            h.remove()
+    _hooked_forward(model, example, {m: record for m in model.modules()
+                                     if isinstance(m, nn.Conv2d | nn.Linear)})
     return order
 
 
