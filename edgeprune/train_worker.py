@@ -17,6 +17,7 @@ import torch
 from edgeprune.data.preprocess import Preprocess
 from edgeprune.data.splits import DataOptions, materialize, resolve_splits
 from edgeprune.data.stream import DecodedSplit, Images, default_workers
+from edgeprune.errors import EdgepruneError
 from edgeprune.train import TrainConfig, dist_info, train
 
 
@@ -84,7 +85,14 @@ def main(argv: list[str]) -> int:
     if request.get("progress") and dist_info().is_main:
         def progress(step: int, total: int, loss: float) -> None:
             print(step, total, flush=True)  # read by stages/recover.py
-    run_request(request, on_step=progress)
+    try:
+        run_request(request, on_step=progress)
+    except EdgepruneError as exc:  # e.g. a corrupt image met while streaming: the parent
+        if request.get("stats"):   # re-raises it as the same readable error
+            Path(request["stats"]).write_text(json.dumps({"error": {
+                "kind": type(exc).__name__, "problem": exc.problem, "fix": exc.fix}}))
+        print(exc.paragraph(), file=sys.stderr)
+        return exc.exit_code
     return 0
 
 

@@ -87,7 +87,8 @@ def test_training_on_the_fly_with_workers_equals_in_memory(image_folder: Path) -
     worker processes changes nothing in the trained weights. In a fresh process, as the
     product trains streamed data (stages/recover.py): DataLoader workers started from a
     process holding an OpenVINO session crashed it (SIGSEGV) here."""
-    code = f"from tests.test_stream import _train_both_ways; _train_both_ways({str(image_folder)!r})"
+    code = ("from tests.test_stream import _train_both_ways; "
+            f"_train_both_ways({str(image_folder)!r})")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=Path(__file__).parents[1], timeout=300, check=False)
     assert proc.returncode == 0 and "same weights" in proc.stdout, proc.stderr[-3000:]
@@ -155,3 +156,31 @@ def test_compile_decoded_on_the_fly_gives_the_same_report(image_folder: Path,
                for p in sorted((tmp_path / f"out-{cache}").glob("*/calib/*.json"))]
               for cache in ("1024", "0")]
     assert len(hashes[0]) == 2 and hashes[0] == hashes[1]
+
+
+def test_corrupt_image_met_while_streaming_is_exit_2(image_folder: Path, tmp_path: Path) -> None:
+    """A training image that does not decode is found by the training process (the split
+    is decoded on the fly): the run still stops with exit 2 naming the file, not a
+    traceback of the child."""
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(image_folder, root / "train")
+    shutil.copytree(image_folder, root / "test")
+    options = DataOptions(data=str(root), calib_size=20)
+    splits = resolve_splits(options)
+    held = set(splits.calibration.indices.tolist())
+    victim = next(i for i in range(len(splits.train.source) - 1, 0, -1) if i not in held)
+    bad = splits.train.source.files[victim]
+    bad.write_bytes(b"not a png at all")
+    out = tmp_path / "out"
+    result = run_cli("compile", "--arch", "fashion_cnn",
+                     Path(__file__).parents[1] / "edgeprune/examples/fashion_cnn.pt",
+                     "--data", root, *FASHION_ARGS, "--calib-size", "20", "--iterations",
+                     "20", "--decoded-cache-mb", "0", "--prune", "l1", "--prune-ratio", "0.3",
+                     "--compensate", "none", "--recover-batch", "32", "--recover-epochs", "1",
+                     "--out", out)
+    assert result.code == 2, result.stderr[-2000:]
+    assert "cannot read image" in result.stderr and bad.name in result.stderr
+    assert "fix:" in result.stderr and "Traceback" not in result.stderr
+    assert not (out / "04-recover").exists()

@@ -190,6 +190,12 @@ def _training_process(request: dict[str, Any], nproc: int,
                     raise
             errors.seek(0)
             stderr = errors.read()
+        stats_file = Path(request["stats"])
+        reported = json.loads(stats_file.read_text()) if stats_file.is_file() else {}
+        if "error" in reported:  # an input / stage error the child met, as it said it
+            error = reported["error"]
+            kind = {"InputError": InputError}.get(error["kind"], StageFailure)
+            raise kind(error["problem"], fix=error["fix"])
         if proc.returncode != 0:
             what = "distributed fine-tuning" if nproc > 1 else "fine-tuning"
             raise StageFailure(f"{what} failed (exit {proc.returncode}): "
@@ -197,4 +203,4 @@ def _training_process(request: dict[str, Any], nproc: int,
                                fix="run with --nproc 1 to debug in one process" if nproc > 1
                                else "run with --debug; --decoded-cache-mb large enough to "
                                "keep the training split trains in this process")
-        return json.loads(Path(request["stats"]).read_text())
+        return reported
