@@ -207,6 +207,7 @@ def build_config(r: Resolved, argv: list[str]):
         train_data=r.given.get("train_data"), calib_size=int(r["calib_size"]),
         eval_limit=r.given.get("eval_limit"), train_limit=r.given.get("train_limit"),
         seed=int(r["seed"]), class_labels=metric.is_top1,
+        decoded_cache_mb=float(r["decoded_cache_mb"]), workers=r.given.get("workers"),
     )
     if not (data.data or data.eval_data):
         raise InputError("no data given", fix="pass --data DIR (or --eval-data and --train-data)")
@@ -334,7 +335,8 @@ def _train_config(r: Resolved, prefix: str):
         epochs=float(r[f"{prefix}_epochs"]), lr=float(r[f"{prefix}_lr"]),
         batch_size=int(r["recover_batch"]), max_steps=r.given.get(f"{prefix}_steps"),
         kd_weight=float(r["kd_weight"]), temperature=float(r["kd_temperature"]),
-        seed=int(r["seed"]),
+        seed=int(r["seed"]), augment=str(r["augment"]),
+        rrc_min_scale=float(r["rrc_min_scale"]),
     )
 
 

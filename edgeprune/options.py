@@ -115,6 +115,13 @@ OPTIONS: tuple[Option, ...] = (
        "images.", minimum=1, invalidates="baseline", metavar="N"),
     _O("train_limit", "int", "data", "Train (recovery, QAT) on a seeded random subset of "
        "this many images.", minimum=1, invalidates="recover", metavar="N"),
+    _O("decoded_cache_mb", "float", "data", "Keep decoded splits in memory up to this many "
+       "MB in all (decoded once per run); a larger split is decoded on the fly each pass, "
+       "so memory stays bounded whatever the data's size. Changes no result.",
+       default=1024.0, minimum=0, metavar="MB"),
+    _O("workers", "int", "data", "Decode workers for data decoded on the fly (processes "
+       "when training, threads when evaluating). Changes no result.",
+       default_text="one per core, at most 8", minimum=1, metavar="N"),
     _O("seed", "int", "data", "Seed for data subsets and training.", default=0, minimum=0,
        invalidates="baseline", metavar="N"),
     # --- target
@@ -223,6 +230,15 @@ OPTIONS: tuple[Option, ...] = (
        default=0.02, minimum=0, above_minimum=True, invalidates="recover", metavar="LR"),
     _O("recover_batch", "int", "recovery", "Batch size of recovery and ternary QAT.",
        default=128, minimum=1, invalidates="recover", metavar="N"),
+    _O("augment", "str", "recovery", "Training augmentation of recovery and ternary QAT: "
+       "pad-crop (random crop with 1/8 of the side padded, + horizontal flip), rrc "
+       "(random-resized crop + flip), none, or auto (pad-crop below 64x64 inputs, rrc from "
+       "64x64).", default="auto", choices=("auto", "pad-crop", "rrc", "none"),
+       invalidates="recover", metavar="POLICY"),
+    _O("rrc_min_scale", "float", "recovery", "rrc: smallest crop, as a fraction of the "
+       "image's area (torchvision trains from scratch with 0.08; recovery fine-tunes a "
+       "trained model, so milder).", default=0.25, minimum=0, maximum=1,
+       above_minimum=True, invalidates="recover", metavar="S"),
     _O("recover_steps", "int", "recovery", "Cap on recovery steps (smoke runs).", minimum=1,
        invalidates="recover", metavar="N"),
     _O("nproc", "int", "recovery", "Fine-tune in N processes with torchrun (DDP: gloo on "

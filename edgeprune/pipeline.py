@@ -33,6 +33,7 @@ from edgeprune.data.splits import (
     materialize,
     resolve_splits,
 )
+from edgeprune.data.stream import DecodedSplit, Images, default_workers
 from edgeprune.errors import DeviceRequired, InputError
 from edgeprune.export import ParityTolerance
 from edgeprune.metrics import Metric
@@ -111,7 +112,7 @@ class RunContext:
         self.ui = ui
         self.records: dict[str, StageRecord] = {}
         self._splits: Splits | None = None
-        self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._arrays: dict[str, tuple[Images, np.ndarray]] = {}
 
     # --- data -------------------------------------------------------------------------
     def splits(self) -> Splits:
@@ -132,13 +133,35 @@ class RunContext:
                           f"uniform subset of the training split, seed {self.config.data.seed + 1}")
         return {"eval": splits.eval, "calibration": splits.calibration, "train": splits.train}[role]
 
-    def arrays(self, role: str, size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Preprocessed (images, labels) of a subset, decoded once per run."""
+    def arrays(self, role: str, size: int | None = None) -> tuple[Images, np.ndarray]:
+        """Preprocessed (images, labels) of a subset: decoded once per run and kept while
+        the splits kept fit ``--decoded-cache-mb``, else a ``DecodedSplit`` that decodes
+        each batch when it is sliced (the evaluation and calibration splits are still
+        decoded once here: that checks every image and hashes the manifest)."""
         key = f"{role}:{size}" if size else role
         if key not in self._arrays:
             subset = self.subset(role, size)
-            with self.ui.task(f"decoding {role} images", len(subset)) as advance:
-                self._arrays[key] = materialize(subset, self.config.preprocess, advance)
+            data = self.config.data
+            lazy = DecodedSplit(subset, self.config.preprocess,
+                                data.workers or default_workers())
+            kept = sum(x.nbytes for x, _ in self._arrays.values()
+                       if isinstance(x, np.ndarray))
+            # the calibration and sensitivity subsets are as large as their options say
+            # (--calib-size, --sensitivity-samples): always kept, they are read many times
+            small = role in ("calibration", "sensitivity")
+            if small or kept + lazy.nbytes <= data.decoded_cache_mb * 2**20:
+                with self.ui.task(f"decoding {role} images", len(subset)) as advance:
+                    self._arrays[key] = materialize(  # type: ignore[assignment]
+                        subset, self.config.preprocess, advance)
+            elif role == "train":  # every image is read (and checked) by training
+                self._arrays[key] = (lazy, subset.labels())
+            else:
+                with self.ui.task(f"checking {role} images (decoded on the fly: "
+                                  f"{lazy.nbytes / 2**30:.1f} GB decoded)",
+                                  len(subset)) as advance:
+                    _, targets = materialize(subset, self.config.preprocess, advance,
+                                             keep=False)
+                self._arrays[key] = (lazy, targets)
         return self._arrays[key]
 
     def input_shape(self) -> tuple[int, int, int, int]:

@@ -31,6 +31,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from edgeprune.data.stream import DecodedSplit, Images, train_loader
 from edgeprune.options import default
 
 LOSSES = ("kd", "labels", "distill")
@@ -51,7 +52,8 @@ class TrainConfig:
     nesterov: bool = True
     weight_decay: float = 5e-4
     batch_size: int = default("recover_batch")
-    augment: bool = True  # random crop (padding 1/8 of the side) + horizontal flip
+    augment: str = default("augment")  # auto | pad-crop | rrc | none (see augment())
+    rrc_min_scale: float = default("rrc_min_scale")
     loss: str = "kd"  # "kd" (labels + distillation) | "labels" | "distill" (label-free)
     kd_weight: float = default("kd_weight")  # weight of the distillation term in "kd"
     temperature: float = default("kd_temperature")
@@ -121,6 +123,49 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator, pad_value: torch.
     return padded[batch, chan, rows[:, None, :, None], cols[:, None, None, :]]
 
 
+def rrc_batch(x: torch.Tensor, generator: torch.Generator, min_scale: float = 0.25,
+              ratios: tuple[float, float] = (3 / 4, 4 / 3)) -> torch.Tensor:
+    """Random-resized crop + horizontal flip for the whole batch in one ``grid_sample``:
+    per sample an area fraction in [min_scale, 1] and an aspect ratio (log-uniform in
+    ``ratios``), a crop inside the image, resized back to the input size (bilinear), as
+    torchvision's RandomResizedCrop draws them (a crop that does not fit is clamped to
+    the image instead of redrawn)."""
+    n = x.shape[0]
+    area = torch.empty(n).uniform_(min_scale, 1.0, generator=generator)
+    log_ratio = torch.empty(n).uniform_(*np.log(ratios).tolist(), generator=generator)
+    ratio = torch.exp(log_ratio)
+    width = torch.sqrt(area * ratio).clamp(max=1.0)  # fractions of the side
+    height = torch.sqrt(area / ratio).clamp(max=1.0)
+    cx = (torch.rand(n, generator=generator) * 2 - 1) * (1 - width)
+    cy = (torch.rand(n, generator=generator) * 2 - 1) * (1 - height)
+    flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2] = width * flip, cx
+    theta[:, 1, 1], theta[:, 1, 2] = height, cy
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid.to(x.device), mode="bilinear", padding_mode="border",
+                         align_corners=False)
+
+
+def augment_policy(config: TrainConfig, image_hw: tuple[int, int]) -> str:
+    """``auto``: CIFAR's pad-crop below 64x64 (a random-resized crop of 32x32 pixels
+    destroys too much), random-resized crop from 64x64."""
+    if config.augment != "auto":
+        return config.augment
+    return "pad-crop" if min(image_hw) < 64 else "rrc"
+
+
+def augment(x: torch.Tensor, policy: str, generator: torch.Generator,
+            pad_value: torch.Tensor, min_scale: float) -> torch.Tensor:
+    """One training batch through the chosen policy (in the training process, seeded:
+    the same images whatever the number of decode workers)."""
+    if policy == "pad-crop":
+        return augment_batch(x, generator, pad_value)
+    if policy == "rrc":
+        return rrc_batch(x, generator, min_scale)
+    return x
+
+
 def distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
     """KL(teacher || student) on temperature-softened outputs, scaled by T² (Hinton).
     Outputs with more axes than (N, C) -- a segmentation model's N×C×H×W -- are one
@@ -169,15 +214,17 @@ def fastest_memory_format(model: nn.Module, x: torch.Tensor, device: torch.devic
 
 def train(
     model: nn.Module,
-    images: np.ndarray,
+    images: Images,
     labels: np.ndarray,
     config: TrainConfig,
     pad_value: list[float] | None = None,
     teacher: nn.Module | None = None,
     hooks: TrainHooks | None = None,
     on_step: Callable[[int, int, float], None] | None = None,
+    workers: int = 0,
 ) -> dict[str, Any]:
-    """Train ``model`` in place on preprocessed images; returns what happened.
+    """Train ``model`` in place on preprocessed images (in memory, or a ``DecodedSplit``
+    decoded by ``workers`` processes as it goes); returns what happened.
 
     ``pad_value`` is the normalized value of a black pixel per channel, so the crop's
     padding is black in pixel space, as in the usual recipe.
@@ -190,7 +237,8 @@ def train(
         teacher = None
     torch.manual_seed(config.seed)
     model = model.to(device)
-    probe = torch.from_numpy(images[: min(len(images), config.batch_size, 32)])
+    probe = torch.from_numpy(np.ascontiguousarray(
+        images[: min(len(images), config.batch_size, 32)]))
     fmt_name, fmt_timings = (fastest_memory_format(model, probe, device)
                              if config.memory_format == "auto"
                              else (config.memory_format, {}))
@@ -210,30 +258,34 @@ def train(
                                 nesterov=config.nesterov, weight_decay=config.weight_decay)
     if hooks is not None and hasattr(hooks, "optimizer"):
         hooks.optimizer = optimizer  # e.g. ternary re-initialization clears momentum
-    n = len(images)
-    per_rank = n // info.world
-    steps_per_epoch = max(per_rank // config.batch_size, 1)
+    # label-free distillation never reads the labels (a --metric's targets need not be
+    # class ids at all)
+    loader = train_loader(images, None if config.loss == "distill" else labels,
+                          config.batch_size, config.seed, info.rank, info.world, workers)
+    steps_per_epoch = max(len(loader), 1)
     total = math.ceil(config.epochs * steps_per_epoch)
     if config.max_steps is not None:
         total = min(total, config.max_steps)
     generator = torch.Generator().manual_seed(config.seed)
     pad = torch.tensor(pad_value or [0.0] * images.shape[1], dtype=torch.float32)
-    x_all = torch.from_numpy(images)
-    # label-free distillation never reads the labels (a --metric's targets need not be
-    # class ids at all)
-    y_all = None if config.loss == "distill" else torch.from_numpy(labels.astype(np.int64))
-    step, losses, started = 0, [], time.perf_counter()
+    policy = augment_policy(config, tuple(images.shape[2:4]))  # type: ignore[arg-type]
+    step, epoch, losses, started = 0, 0, [], time.perf_counter()
+    waited = 0.0  # seconds the loop waited for decoded batches
     while step < total:
-        perm = torch.randperm(n, generator=generator)[info.rank :: info.world][:per_rank]
-        for start in range(0, steps_per_epoch * config.batch_size, config.batch_size):
-            if step >= total:
+        loader.batch_sampler.sampler.set_epoch(epoch)  # type: ignore[union-attr]
+        epoch += 1
+        batches_left = iter(loader)
+        while step < total:
+            asked = time.perf_counter()
+            batch = next(batches_left, None)
+            waited += time.perf_counter() - asked
+            if batch is None:
                 break
-            idx = perm[start : start + config.batch_size]
-            x = x_all[idx]
-            if config.augment:
-                x = augment_batch(x, generator, pad)
+            x, y = torch.from_numpy(batch[0]), batch[1]
+            y = torch.from_numpy(y) if y is not None else None
+            x = augment(x, policy, generator, pad, config.rrc_min_scale)
             x = x.to(device).contiguous(memory_format=fmt)
-            y = y_all[idx].to(device) if y_all is not None else None
+            y = y.to(device) if y is not None else None
             lr = 0.5 * config.lr * (1 + math.cos(math.pi * step / total))
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -266,5 +318,8 @@ def train(
         "device": str(device),
         "memory_format": fmt_name,
         "memory_format_ms_per_probe_step": fmt_timings,
+        "augment": policy,
+        "data": {"streamed": isinstance(images, DecodedSplit),
+                 "workers": loader.num_workers, "seconds_waiting_for_batches": waited},
         "config": config.to_dict(),
     }

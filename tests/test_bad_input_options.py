@@ -47,9 +47,14 @@ def test_options_that_contradict(compile_args, tiny_state_dict: Path, tmp_path: 
     (["--quant", "int4"], "--quant 'int4'"),
     (["--exporter", "tflite"], "--exporter"),
     (["--search", "--max-trials", "0"], "--max-trials"),
+    (["--workers", "0"], "--workers 0"),
+    (["--decoded-cache-mb", "-5"], "--decoded-cache-mb -5"),
+    (["--prune", "l1", "--prune-ratio", "0.3", "--augment", "cutmix"], "--augment"),
+    (["--prune", "l1", "--prune-ratio", "0.3", "--rrc-min-scale", "0"], "--rrc-min-scale 0"),
 ], ids=["flops-over-1", "unknown-recover-mode", "zero-processes", "nan-epochs",
         "zero-min-channels", "sparsity-over-1", "unknown-quant-method", "unknown-quant",
-        "unknown-exporter", "zero-trials"])
+        "unknown-exporter", "zero-trials", "zero-workers", "negative-decoded-cache",
+        "unknown-augmentation", "zero-rrc-scale"])
 def test_option_value_out_of_range(compile_args, tiny_state_dict: Path, tmp_path: Path,
                                    extra: list[str], needle: str) -> None:
     result = run_cli_here(*compile_args(tiny_state_dict, *extra))

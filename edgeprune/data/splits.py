@@ -48,6 +48,10 @@ class DataOptions:
     seed: int = default("seed")
     # labels are class ids (checked as such); False with --metric: any target structure
     class_labels: bool = True
+    # splits up to this many MB (float32, all together) are decoded once and kept; larger
+    # ones are decoded on the fly (data/stream.py). Neither changes a result.
+    decoded_cache_mb: float = default("decoded_cache_mb")
+    workers: int | None = None  # decode workers (None: one per core, at most 8)
 
 
 @dataclass
@@ -219,7 +223,7 @@ def iter_batches(
     first: tuple[str, tuple[int, ...]] | None = None
     for start in range(0, len(subset), batch_size):
         chunk = subset.indices[start : start + batch_size]
-        images = [_prepare(subset.source, int(i), preprocess) for i in chunk]
+        images = [prepare_sample(subset.source, int(i), preprocess) for i in chunk]
         labels = stack_targets([subset.source.label(int(i)) for i in chunk])
         first = first or (subset.source.sample_id(int(chunk[0])), images[0].shape)
         for i, image in zip(chunk, images, strict=True):
@@ -239,7 +243,7 @@ def _size(chw: tuple[int, ...]) -> str:
     return f"{chw[1]}x{chw[2]}" + (f" with {chw[0]} channels" if len(chw) == 3 else "")
 
 
-def _prepare(source: Source, index: int, preprocess: Preprocess) -> np.ndarray:
+def prepare_sample(source: Source, index: int, preprocess: Preprocess) -> np.ndarray:
     raw = source.image(index)
     if source.preprocessed:
         return np.asarray(raw, dtype=np.float32)
@@ -255,14 +259,17 @@ def _prepare(source: Source, index: int, preprocess: Preprocess) -> np.ndarray:
 
 
 def materialize(
-    subset: Subset, preprocess: Preprocess, on_batch: Callable[[int], None] | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+    subset: Subset, preprocess: Preprocess, on_batch: Callable[[int], None] | None = None,
+    keep: bool = True,
+) -> tuple[np.ndarray | None, np.ndarray]:
     """Decode and preprocess a whole subset (this is also the validation that every image
-    decodes), and stamp its content hash into the manifest."""
+    decodes), and stamp its content hash into the manifest. ``keep=False`` only checks and
+    hashes (a split decoded on the fly later, see data/stream.py): the targets are kept."""
     xs, ys = [], []
     digest = hashlib.sha256()
     for images, labels in iter_batches(subset, preprocess, 256, on_batch):
-        xs.append(images)
+        if keep:
+            xs.append(images)
         ys.append(labels)
         digest.update(images.tobytes())
         if labels.dtype == np.int64 and labels.ndim == 1:
@@ -270,7 +277,7 @@ def materialize(
         else:
             update_target_digest(digest, labels)
     subset.content_sha256 = digest.hexdigest()
-    return np.concatenate(xs), _concat_targets(ys)
+    return (np.concatenate(xs) if keep else None), _concat_targets(ys)
 
 
 def _concat_targets(parts: list[np.ndarray]) -> np.ndarray:

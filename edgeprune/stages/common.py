@@ -19,11 +19,12 @@ from torch import nn
 from edgeprune import interrupt
 from edgeprune.backends import get_backend
 from edgeprune.backends.base import CompileRequest, batches
+from edgeprune.data.stream import Images
 from edgeprune.errors import DeviceRequired, StageFailure
 from edgeprune.pipeline import RunContext
 
 
-def torch_predictions(model: nn.Module, images: np.ndarray, ctx: RunContext,
+def torch_predictions(model: nn.Module, images: Images, ctx: RunContext,
                       label: str = "PyTorch eval") -> np.ndarray:
     """Top-1 predictions of a PyTorch model on preprocessed images (channels_last: ~4x
     faster convolutions on CPU than NCHW here)."""
@@ -55,7 +56,7 @@ def torch_forward(model: nn.Module) -> Callable[[np.ndarray], np.ndarray]:
     return forward
 
 
-def scored_batches(forward: Callable[[np.ndarray], np.ndarray], images: np.ndarray,
+def scored_batches(forward: Callable[[np.ndarray], np.ndarray], images: Images,
                    targets: np.ndarray, batch: int,
                    advance: Callable[[int], None] | None = None,
                    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -68,7 +69,7 @@ def scored_batches(forward: Callable[[np.ndarray], np.ndarray], images: np.ndarr
         yield outputs, targets[start : start + batch]
 
 
-def torch_score(model: nn.Module, images: np.ndarray, targets: np.ndarray, ctx: RunContext,
+def torch_score(model: nn.Module, images: Images, targets: np.ndarray, ctx: RunContext,
                 label: str = "PyTorch eval") -> float:
     """The run's metric (``--metric``, top-1 by default) of a PyTorch model, in points."""
     with ctx.ui.task(label, len(images)) as advance:
@@ -243,7 +244,7 @@ def needs_remote_eval(ctx: RunContext) -> bool:
     return _needs_device(ctx) or bool(ctx.config.target.remote.host)
 
 
-def target_predictions(ctx: RunContext, artifact: Path, precision: str, images: np.ndarray,
+def target_predictions(ctx: RunContext, artifact: Path, precision: str, images: Images,
                        log_dir: Path) -> tuple[np.ndarray, dict[str, Any]]:
     """Top-1 predictions in the target runtime, here or on the device (so accuracy is
     measured where the model will run), and the runtime's facts."""
@@ -263,7 +264,18 @@ def target_predictions(ctx: RunContext, artifact: Path, precision: str, images: 
     return np.concatenate(preds), session.runtime_info()
 
 
-def _device_predictions(ctx: RunContext, artifact: Path, precision: str, images: np.ndarray,
+def write_npy(path: Path, images: Images, batch: int) -> None:
+    """Save images as one .npy, a batch at a time (a split decoded on the fly is never
+    whole in memory)."""
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=images.shape)
+    for start in range(0, len(images), batch):
+        out[start : start + batch] = images[start : start + batch]
+        interrupt.check()
+    out.flush()
+    del out
+
+
+def _device_predictions(ctx: RunContext, artifact: Path, precision: str, images: Images,
                         log_dir: Path) -> tuple[np.ndarray, dict[str, Any]]:
     from edgeprune.errors import DeviceUnreachable
     from edgeprune.remote import host_from_settings, remote_predict
@@ -278,7 +290,7 @@ def _device_predictions(ctx: RunContext, artifact: Path, precision: str, images:
     with tempfile.TemporaryDirectory(prefix="edgeprune-eval-") as tmp, \
             ctx.ui.task(f"evaluating on {host.address}", None):
         npy = Path(tmp) / "images.npy"
-        np.save(npy, np.ascontiguousarray(images, dtype=np.float32))
+        write_npy(npy, images, c.eval_batch)
         try:
             if _needs_device(ctx):
                 return get_backend(target.backend).predict_on_device(  # type: ignore[attr-defined]

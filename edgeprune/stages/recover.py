@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,26 +146,61 @@ def run_training(ctx: RunContext, request: dict[str, Any], nproc: int,
                "arch": asdict(arch) if arch is not None else None}
     if nproc > 1:  # no step count from the workers: the task still shows a heartbeat
         with ctx.ui.task(f"{label} ({nproc} processes)", None):
-            return _torchrun(request, nproc)
+            return _training_process(request, nproc)
+    from edgeprune.data.stream import DecodedSplit
     from edgeprune.train_worker import run_request
 
     x, y = ctx.arrays("train")
+    if isinstance(x, DecodedSplit):
+        # decoded on the fly: in a fresh process, whose DataLoader workers never share a
+        # process with the OpenVINO / ONNX Runtime sessions this one may hold (a worker
+        # pool beside an OpenVINO session crashed the parent: SIGSEGV, tests/test_stream.py)
+        with ctx.ui.task(label, None) as advance:
+            return _training_process(request, 1, lambda s, t: advance(1, total=t))
     with ctx.ui.task(label, None) as advance:
         return run_request(request, arrays=(x, y), on_step=lambda s, t, loss: advance(1, total=t))
 
 
-def _torchrun(request: dict[str, Any], nproc: int) -> dict[str, Any]:
-    """Fine-tune in ``nproc`` DDP processes; rank 0 writes the model and the stats."""
+def _training_process(request: dict[str, Any], nproc: int,
+                      on_step: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Fine-tune in a child process (``nproc`` > 1: DDP processes under torchrun); rank 0
+    writes the model and the stats, and prints ``step total`` lines for ``on_step``."""
     with tempfile.TemporaryDirectory() as tmp:
         req = Path(tmp) / "request.json"
-        request = {**request, "stats": str(Path(tmp) / "stats.json")}
+        request = {**request, "stats": str(Path(tmp) / "stats.json"),
+                   "progress": on_step is not None}
         req.write_text(json.dumps(request))
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc-per-node={nproc}", "-m", "edgeprune.train_worker", str(req)]
+        worker = ["-m", "edgeprune.train_worker", str(req)]
+        cmd = ([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                f"--nproc-per-node={nproc}", *worker] if nproc > 1 else [sys.executable, *worker])
         env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // nproc))}
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+        if nproc == 1:
+            env.pop("OMP_NUM_THREADS")  # one process: the machine's threads, as in-process
+        with open(Path(tmp) / "stderr.txt", "w+") as errors:
+            with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, text=True,
+                                  env=env) as proc:
+                try:
+                    assert proc.stdout is not None
+                    for line in proc.stdout:
+                        step, _, total = line.strip().partition(" ")
+                        if on_step is not None and step.isdigit() and total.isdigit():
+                            on_step(int(step), int(total))
+                except BaseException:  # Ctrl-C or a failing progress callback: no orphan
+                    proc.kill()
+                    raise
+            errors.seek(0)
+            stderr = errors.read()
+        stats_file = Path(request["stats"])
+        reported = json.loads(stats_file.read_text()) if stats_file.is_file() else {}
+        if "error" in reported:  # an input / stage error the child met, as it said it
+            error = reported["error"]
+            kind = {"InputError": InputError}.get(error["kind"], StageFailure)
+            raise kind(error["problem"], fix=error["fix"])
         if proc.returncode != 0:
-            raise StageFailure(f"distributed fine-tuning failed (exit {proc.returncode}): "
-                               f"{proc.stderr.strip()[-2000:]}",
-                               fix="run with --nproc 1 to debug in one process")
-        return json.loads(Path(request["stats"]).read_text())
+            what = "distributed fine-tuning" if nproc > 1 else "fine-tuning"
+            raise StageFailure(f"{what} failed (exit {proc.returncode}): "
+                               f"{stderr.strip()[-2000:]}",
+                               fix="run with --nproc 1 to debug in one process" if nproc > 1
+                               else "run with --debug; --decoded-cache-mb large enough to "
+                               "keep the training split trains in this process")
+        return reported
