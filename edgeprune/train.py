@@ -191,24 +191,25 @@ def training_loss(config: TrainConfig, out: torch.Tensor, labels: torch.Tensor |
 
 
 def fastest_memory_format(model: nn.Module, x: torch.Tensor, device: torch.device,
-                          repeats: int = 2) -> tuple[str, dict[str, float]]:
+                          repeats: int = 3) -> tuple[str, dict[str, float]]:
     """Time forward + backward in both memory formats on a sample batch; the faster wins
-    (gradients are cleared afterwards; the weights are not touched)."""
+    (gradients are cleared afterwards; the weights are not touched). The formats take turns,
+    best of ``repeats`` each, so a slow spell of a shared machine does not decide for one of
+    them."""
     if device.type != "cpu":
         return "channels_last", {}
-    timings: dict[str, float] = {}
+    best = dict.fromkeys(MEMORY_FORMATS, float("inf"))
     model.train()
-    for name, fmt in MEMORY_FORMATS.items():
-        model.to(memory_format=fmt)
-        sample = x.to(device).contiguous(memory_format=fmt)
-        best = float("inf")
-        for i in range(repeats + 1):
+    for i in range(repeats + 1):
+        for name, fmt in MEMORY_FORMATS.items():
+            model.to(memory_format=fmt)
+            sample = x.to(device).contiguous(memory_format=fmt)
             started = time.perf_counter()
             model(sample).float().sum().backward()
             if i:  # the first pass warms up the kernels
-                best = min(best, time.perf_counter() - started)
-        timings[name] = best * 1000
-        model.zero_grad(set_to_none=True)
+                best[name] = min(best[name], time.perf_counter() - started)
+    model.zero_grad(set_to_none=True)
+    timings = {name: seconds * 1000 for name, seconds in best.items()}
     return min(timings, key=timings.__getitem__), timings
 
 
