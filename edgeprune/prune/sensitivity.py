@@ -42,6 +42,7 @@ from edgeprune.prune.structural import (
     prune_copy,
     prune_function,
 )
+from edgeprune.prune.suffix import SuffixCurves, mask_hook
 
 DEFAULT_STEPS = tuple(round(0.05 * i, 2) for i in range(1, 20))
 Evaluate = Callable[[nn.Module], float]
@@ -68,21 +69,28 @@ def analysis_key(model: nn.Module, criterion: str, options: PruneOptions, data_h
 
 def analyze(model: nn.Module, example: torch.Tensor, criterion: Criterion, evaluate: Evaluate,
             options: PruneOptions, steps: tuple[float, ...] = DEFAULT_STEPS,
-            stop_drop: float = 25.0, on_eval: Callable[[], None] | None = None) -> dict[str, Any]:
+            stop_drop: float = 25.0, on_eval: Callable[[], None] | None = None,
+            suffix_only: bool = True) -> dict[str, Any]:
     """Accuracy curves per group. A curve stops once accuracy falls ``stop_drop`` points
-    below the unpruned model: no useful threshold lies there."""
+    below the unpruned model: no useful threshold lies there. ``suffix_only``: a masked
+    step runs only the network after the group's first layer (prune/suffix.py), where the
+    model can be traced; False: the whole network per step."""
     base = evaluate(model)
     graph, groups = find_groups(model, example, options)
+    suffixes = SuffixCurves(model, evaluate) if suffix_only else None
     curves: dict[str, list[list[float]]] = {}
     for group in groups:
         scores = group_scores(group, criterion)
         curve: list[list[float]] = []
         last_kept, last_acc = group.channels, base
         by_mask = maskable(model, group)
+        runner = suffixes.for_group(graph, group) if suffixes and by_mask else None
         for ratio in steps:
             kept = group.keep(options, ratio)
             if kept != last_kept:
-                if by_mask:
+                if runner is not None:
+                    last_acc = runner.accuracy(group.channels_to_prune(scores, kept))
+                elif by_mask:
                     with zeroed_channels(graph, group, group.channels_to_prune(scores, kept)):
                         last_acc = evaluate(model)
                 else:
@@ -95,6 +103,7 @@ def analyze(model: nn.Module, example: torch.Tensor, criterion: Criterion, evalu
             if last_acc < base - stop_drop or kept <= options.min_channels:
                 break
         curves[group.name] = curve
+        del runner  # its cached prefix outputs
     return {"baseline_accuracy": base, "steps": list(steps), "curves": curves,
             "channels": {g.name: g.channels for g in groups}}
 
@@ -122,23 +131,12 @@ def zeroed_channels(graph: Any, group: PruneGroup, channels: list[int]) -> Itera
         mask = torch.ones(module.weight.shape[0])
         mask[list(idxs)] = 0.0
         handles.append(module.register_forward_hook(
-            _mask_hook(mask, last_dim=isinstance(module, nn.Linear))))
+            mask_hook(mask, last_dim=isinstance(module, nn.Linear))))
     try:
         yield
     finally:
         for handle in handles:
             handle.remove()
-
-
-def _mask_hook(mask: torch.Tensor, last_dim: bool) -> Callable:
-    """Channels are dim 1 of a conv's or BatchNorm's output, the last dim of a linear's
-    (also when it runs on channels-last feature maps, as in ConvNeXt's MLP)."""
-    def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
-        if last_dim:
-            return output * mask.to(output.dtype)
-        shape = [1, -1] + [1] * (output.dim() - 2)
-        return output * mask.to(output.dtype).view(shape)
-    return hook
 
 
 def ratios_for_threshold(curves: dict[str, list[list[float]]],
@@ -263,39 +261,45 @@ def blend_to_target(curves: dict[str, list[list[float]]], lower: dict[str, float
     return prefix(hi) if steps else dict(upper)
 
 
-def torch_accuracy(images: np.ndarray, labels: np.ndarray, batch: int = 256,
-                   metric: Any = None) -> Evaluate:
-    """An evaluate() over preprocessed arrays (channels_last: much faster on CPU): top-1
+class TorchEvaluate:
+    """The score of a model on preprocessed arrays (channels_last: much faster on CPU): top-1
     against the labels, or the run's ``metric`` (edgeprune.metrics.Metric) of the model's
-    outputs against the targets (no agreement with the unpruned model: a metric's
-    outputs need not be class scores)."""
-    if metric is not None and not metric.is_top1:
-        return _metric_evaluate(images, labels, batch, metric)
-    x_all = torch.from_numpy(images)
-    y_all = torch.from_numpy(labels)
+    outputs against the targets (no agreement with the unpruned model: a metric's outputs
+    need not be class scores). Split into batches, inputs and a score of the outputs, so
+    the sensitivity analysis can feed it outputs of a partial network (prune/suffix.py)."""
 
-    def evaluate(model: nn.Module) -> float:
-        model = model.eval().to(memory_format=torch.channels_last)
-        correct = 0
+    def __init__(self, images: np.ndarray, targets: np.ndarray, batch: int = 256,
+                 metric: Any = None) -> None:
+        self.images, self.targets, self.batch = images, targets, batch
+        self.metric = metric if metric is not None and not metric.is_top1 else None
+
+    def batches(self) -> list[slice]:
+        return [slice(start, start + self.batch)
+                for start in range(0, len(self.images), self.batch)]
+
+    def inputs(self, part: slice) -> torch.Tensor:
+        return torch.from_numpy(self.images[part]).contiguous(memory_format=torch.channels_last)
+
+    def score(self, outputs: Callable[[slice], torch.Tensor]) -> float:
+        """The score of ``outputs(part)`` for every batch ``part`` (under no_grad)."""
         with torch.no_grad():
-            for start in range(0, len(x_all), batch):
-                x = x_all[start : start + batch].contiguous(memory_format=torch.channels_last)
-                correct += int((model(x).argmax(1) == y_all[start : start + batch]).sum())
-        return 100.0 * correct / len(x_all)
+            if self.metric is not None:
+                scorer = self.metric.scorer()
+                for part in self.batches():
+                    scorer.update(outputs(part).numpy(), self.targets[part])
+                return scorer.compute()
+            correct = 0
+            for part in self.batches():
+                labels = torch.from_numpy(np.asarray(self.targets[part]))
+                correct += int((outputs(part).argmax(1) == labels).sum())
+            return 100.0 * correct / len(self.images)
 
-    return evaluate
-
-
-def _metric_evaluate(images: np.ndarray, targets: np.ndarray, batch: int,
-                     metric: Any) -> Evaluate:
-    def evaluate(model: nn.Module) -> float:
+    def __call__(self, model: nn.Module) -> float:
         model = model.eval().to(memory_format=torch.channels_last)
-        scorer = metric.scorer()
-        with torch.no_grad():
-            for start in range(0, len(images), batch):
-                x = torch.from_numpy(images[start : start + batch]).contiguous(
-                    memory_format=torch.channels_last)
-                scorer.update(model(x).numpy(), targets[start : start + batch])
-        return scorer.compute()
+        return self.score(lambda part: model(self.inputs(part)))
 
-    return evaluate
+
+def torch_accuracy(images: np.ndarray, labels: np.ndarray, batch: int = 256,
+                   metric: Any = None) -> TorchEvaluate:
+    """An evaluate() over preprocessed arrays (see :class:`TorchEvaluate`)."""
+    return TorchEvaluate(images, labels, batch, metric)
