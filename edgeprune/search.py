@@ -34,7 +34,9 @@ that can still win:
 
 The winner is the lowest measured latency at the budget percentile among candidates that
 meet the budget; candidates within ``TIE`` of it count as equally fast and the most
-accurate of them wins (a speed-up inside the noise is not worth accuracy). Candidates are
+accurate of them wins (a speed-up inside the noise is not worth accuracy). A pruned
+candidate slower than the dense model at the same precision is never chosen (its note says
+why). Candidates are
 measured one after another, minutes apart, on a machine whose speed drifts, so at the end
 every candidate within ``RUNOFF`` of the fastest is measured again, side by side in
 alternating rounds of one run, and those numbers decide.
@@ -350,7 +352,34 @@ class Search:
         return trial.report["final"]["latency_ms"].get(self.percentile)
 
     def _passing(self) -> list[Trial]:
-        return [t for t in self.trials if t.report and t.report["passed"] and self._latency(t)]
+        """Within budget, measured, and not slower than the dense model at its precision."""
+        return [t for t in self.trials if t.report and t.report["passed"] and self._latency(t)
+                and not self._slower_than_dense(t, self._latency)]
+
+    def _dense_twin(self, trial: Trial) -> Trial | None:
+        """The dense candidate at a pruned candidate's precision, when it was measured."""
+        if not trial.flops_reduction:
+            return None
+        return next((t for t in self.trials if t.flops_reduction is None and not t.ternary
+                     and t.precision == trial.precision and t.report is not None
+                     and t.accuracy_control == trial.accuracy_control), None)
+
+    def _slower_than_dense(self, trial: Trial,
+                           latency: Callable[[Trial], float | None]) -> bool:
+        """A pruned candidate slower than the dense model at the same precision is never
+        chosen (pruning that breaks the runtime's fast kernels, e.g. odd channel counts):
+        its note says so."""
+        twin = self._dense_twin(trial)
+        if twin is None:
+            return False
+        mine, dense = latency(trial), latency(twin)
+        if mine is None or dense is None or mine <= dense:
+            return False
+        why = (f"slower than {twin.name} ({self.percentile} {mine:.3f} ms vs {dense:.3f} ms): "
+               "a pruned model slower than the dense one at its precision is never chosen")
+        if why not in (trial.note or ""):
+            trial.note = f"{trial.note}; {why}" if trial.note else why
+        return True
 
     @staticmethod
     def _fastest(candidates: list[Trial], latency: Callable[[Trial], float]) -> Trial:
@@ -386,7 +415,9 @@ class Search:
         self.runoff = self._side_by_side(finalists)
         latency = {name: stats[self.percentile] for name, stats in
                    self.runoff["latency_ms"].items()}
-        return self._fastest(finalists, lambda t: latency[t.name])
+        remeasured = [t for t in finalists
+                      if not self._slower_than_dense(t, lambda c: latency.get(c.name))]
+        return self._fastest(remeasured, lambda t: latency[t.name])  # twins are finalists too
 
     def _side_by_side(self, finalists: list[Trial]) -> dict[str, Any]:
         """Profile the finalists' compiled artifacts in alternating rounds of one run."""

@@ -10,7 +10,7 @@ import pytest
 from edgeprune.config import Budget, list_targets, resolve_target
 from edgeprune.errors import InputError
 from edgeprune.measure import LoopSettings, summarize, time_loop
-from edgeprune.stages.verdict import judge
+from edgeprune.stages.verdict import judge, slower_than_dense
 
 
 def test_shipped_profiles_load() -> None:
@@ -67,3 +67,16 @@ def test_verdict() -> None:
     assert not slow["passed"] and "p99" in slow["reasons"][0]
     drop = judge(90.0, 88.0, {"p50": 1.0, "p99": 2.0}, 1.0, None, "p50")
     assert not drop["passed"] and not drop["latency_checked"]
+
+
+def test_a_pruned_model_slower_than_the_dense_one_gets_a_warning() -> None:
+    def side(p50: float, precision: str = "fp32", ran: str = "f32") -> dict:
+        return {"latency_ms": {"p50": p50}, "precision": precision,
+                "runtime": {"effective_precision": ran}}
+
+    (warning,) = slower_than_dense(side(1.0), side(1.2), "p50")
+    assert "slower than the dense one" in warning and "1.200 ms vs 1.000 ms" in warning
+    assert slower_than_dense(side(1.0), side(0.8), "p50") == []  # faster: nothing to say
+    # no dense twin measured: another precision, or the runtime ran them differently
+    assert slower_than_dense(side(1.0), side(1.2, "int8", "i8"), "p50") == []
+    assert slower_than_dense(side(1.0), side(1.2, ran="bf16"), "p50") == []

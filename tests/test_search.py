@@ -32,7 +32,13 @@ def test_search_picks_the_fastest_candidate_within_budget(fashion_ckpt: Path,
     assert len(chosen) == 1 and chosen[0]["name"] == search["chosen"]
     # the winner is the fastest within budget (up to the documented tie margin), by the
     # finalists' side-by-side re-measurement when there are several
-    within = [t for t in measured if t["within_budget"]]
+    # a pruned candidate slower than the dense one at its precision is never chosen
+    dense = {t["precision"]: t["latency"] for t in measured if not t["flops_reduction"]}
+    for t in measured:
+        if t["flops_reduction"] and t["within_budget"] and t["latency"] > dense[t["precision"]]:
+            assert "never chosen" in t["note"], t
+    within = [t for t in measured if t["within_budget"] and "never chosen" not in (
+        t["note"] or "")]
     fastest = min(t["latency"] for t in within)
     finalists = [t["name"] for t in within if t["latency"] <= fastest * 1.15]
     runoff = search["runoff"]

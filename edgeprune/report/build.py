@@ -123,7 +123,7 @@ def build_report(ctx: RunContext, records: list[StageRecord]) -> dict[str, Any]:
         "passed": verdict["passed"],
         "verdict": {k: verdict[k] for k in (
             "accuracy_drop", "accuracy_ok", "latency_ok", "latency_checked",
-            "latency_measured_ms", "reasons")},
+            "latency_measured_ms", "reasons")} | {"warnings": verdict.get("warnings", [])},
         "budget": {"max_drop": c.budget.max_drop, "latency_ms": c.budget.latency_ms,
                    "percentile": c.budget.percentile},
         "metric": c.metric.to_report(),

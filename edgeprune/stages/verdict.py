@@ -42,6 +42,34 @@ def judge(baseline_acc: float, final_acc: float, latency: dict[str, Any],
     }
 
 
+def slower_than_dense(baseline: dict[str, Any], final: dict[str, Any], percentile: str
+                      ) -> list[str]:
+    """A pruned model slower than the dense baseline at the same precision (as the runtime
+    ran both: ``runtime.effective_precision``) gained nothing for the accuracy it lost: say
+    so. ``baseline``/``final``: the profile stage's sides, with the compiled precision."""
+    ran = [(side.get("runtime") or {}).get("effective_precision") for side in (baseline, final)]
+    dense, pruned = (side["latency_ms"].get(percentile) for side in (baseline, final))
+    if (baseline.get("precision") != final.get("precision") or ran[0] != ran[1]
+            or dense is None or pruned is None or pruned <= dense):
+        return []
+    return [f"the pruned model is slower than the dense one at the same precision "
+            f"({percentile} {pruned:.3f} ms vs {dense:.3f} ms, ran as {ran[0]}): its "
+            "channel counts may break the runtime's fast kernels -- try --round-to 8 or 16, "
+            "or --search, which never chooses such a model"]
+
+
+def _pruned_vs_dense(ctx: RunContext, percentile: str) -> list[str]:
+    """Only a pruned run at the baseline's precision has a dense twin measured (other
+    precisions: ``--search`` measures the dense model at each)."""
+    record = ctx.records.get("prune")
+    if record is None or record.status == "skipped":
+        return []
+    profile = ctx.metrics("profile")
+    baseline = {**profile["baseline"], "precision": ctx.metrics("baseline").get("precision")}
+    final = {**profile["final"], "precision": ctx.metrics("compile").get("precision")}
+    return slower_than_dense(baseline, final, percentile)
+
+
 class VerdictStage:
     name = "verdict"
 
@@ -55,6 +83,9 @@ class VerdictStage:
             ctx.metrics("profile")["final"]["latency_ms"], b.max_drop, b.latency_ms,
             b.percentile, ctx.config.metric.label,
         )
+        verdict["warnings"] = _pruned_vs_dense(ctx, b.percentile)
+        for text in verdict["warnings"]:
+            ctx.ui.warn(text)
         word = "PASSED" if verdict["passed"] else "MISSED"
         return {**verdict, "metric": ctx.config.metric.to_report(),
                 "summary": f"budget {word}: {ctx.config.metric.label} drop "
