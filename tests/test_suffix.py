@@ -105,14 +105,19 @@ class DataDependent(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
-def test_an_untraceable_model_is_analysed_the_plain_way() -> None:
-    torch.manual_seed(0)
-    model = DataDependent()
+def _self_labelled(model: nn.Module) -> object:
+    """An evaluation of a small 16x16 model on random images against its own predictions."""
     images = torch.randn(64, 3, 16, 16).numpy()
     reestimate_batchnorm(model, images)
     model.eval()
     labels = model(torch.from_numpy(images)).argmax(1).numpy()
-    evaluate = torch_accuracy(images, labels, batch=32)
+    return torch_accuracy(images, labels, batch=32)
+
+
+def test_an_untraceable_model_is_analysed_the_plain_way() -> None:
+    torch.manual_seed(0)
+    model = DataDependent()
+    evaluate = _self_labelled(model)
     example = torch.zeros(2, 3, 16, 16)
     assert not SuffixCurves(model, evaluate).usable
     fast = analyze(model, example, dscore, evaluate, PruneOptions(), steps=(0.5,))
@@ -134,17 +139,12 @@ class SharedLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.relu(self.b1(self.c1(x)))
         x = torch.relu(self.shared(x))
-        x = torch.relu(self.b1(self.shared(self.c1(x[:, :3].repeat(1, 1, 1, 1))) + x))
+        x = torch.relu(self.b1(self.shared(self.c1(x[:, :3])) + x))
         return self.fc(x.mean((2, 3)))
 
 
 def test_a_layer_called_twice_is_not_folded() -> None:
     torch.manual_seed(0)
     model = SharedLayer()
-    images = torch.randn(64, 3, 16, 16).numpy()
-    reestimate_batchnorm(model, images)
-    model.eval()
-    labels = model(torch.from_numpy(images)).argmax(1).numpy()
-    evaluate = torch_accuracy(images, labels, batch=32)
-    suffixes = SuffixCurves(model, evaluate)
+    suffixes = SuffixCurves(model, _self_labelled(model))
     assert suffixes.usable and suffixes.folded == {}
