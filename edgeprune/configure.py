@@ -120,7 +120,7 @@ def search_options(r: Resolved):
                                  fix="add --search, or drop the option")
         return None
     for key in ("precision", "quant", "flops_reduction", "params_reduction",
-                "sensitivity_threshold", "prune_ratio"):
+                "latency_reduction", "sensitivity_threshold", "prune_ratio"):
         if r.has(key):
             raise InputError(f"--search chooses the pruning level and the precision itself, "
                              f"so {_flag(key)} cannot be given with it",
@@ -366,6 +366,7 @@ def _prune_options(r: Resolved, class_labels: bool = True):
         criterion=str(criterion),
         flops_reduction=r.given.get("flops_reduction"),
         params_reduction=r.given.get("params_reduction"),
+        latency_reduction=r.given.get("latency_reduction"),
         threshold=r.given.get("sensitivity_threshold"),
         ratio=r.given.get("prune_ratio"),
         sensitivity_samples=int(r["sensitivity_samples"]),

@@ -172,7 +172,8 @@ OPTIONS: tuple[Option, ...] = (
     # --- pruning
     _O("prune", "str", "pruning", "Structural pruning criterion: dscore, dstep, dstep-gm, "
        "l1, global-magnitude, random, or module:callable. Needs one amount: "
-       "--flops-reduction, --params-reduction, --sensitivity-threshold or --prune-ratio.",
+       "--flops-reduction, --params-reduction, --latency-reduction, "
+       "--sensitivity-threshold or --prune-ratio.",
        default_text="none for compile; dscore for prune and --search", invalidates="prune",
        metavar="CRITERION"),
     _O("flops_reduction", "float", "pruning", "Prune until FLOPs drop by this fraction "
@@ -181,6 +182,12 @@ OPTIONS: tuple[Option, ...] = (
     _O("params_reduction", "float", "pruning", "Prune until parameters drop by this "
        "fraction.", minimum=0, maximum=1, above_minimum=True, below_maximum=True,
        invalidates="prune", metavar="FRACTION"),
+    _O("latency_reduction", "float", "pruning", "Prune until the latency MEASURED on the "
+       "target drops by this fraction (e.g. 0.3): per-group latency tables measured by the "
+       "target's runtime (cached), channel counts where its latency steps down, the least "
+       "sensitive groups first; the result is measured beside the dense model.",
+       minimum=0, maximum=1, above_minimum=True, below_maximum=True, invalidates="prune",
+       metavar="FRACTION"),
     _O("sensitivity_threshold", "float", "pruning", "Per-layer ratio = largest whose "
        "pruned-alone top-1 (%; with --metric, its points) stays above this.", minimum=0,
        maximum=100, invalidates="prune", metavar="TOP1"),

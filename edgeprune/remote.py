@@ -390,6 +390,17 @@ def remote_profile(host: RemoteHost, request: dict[str, Any], files: Sequence[Pa
     return result
 
 
+def run_table(host: RemoteHost, request: dict[str, Any], artifacts: Sequence[str],
+              files: Sequence[Path], inputs: Path, timeout: float) -> dict[str, Any]:
+    """Latency-table rounds on the device (``artifacts``: file names among ``files``)."""
+    with host.workdir() as wd:
+        result = _runner(host, wd, "table",
+                         {**request, "artifacts": [f"{wd}/{a}" for a in artifacts]},
+                         files, inputs, timeout)
+    result["remote"] = _record(host, wd)
+    return result
+
+
 def run_runner(host: RemoteHost, wd: str, command: str, request: dict[str, Any],
                files: Sequence[Path], inputs: Path, timeout: float,
                local_dir: Path) -> tuple[np.ndarray, dict[str, Any]]:

@@ -89,7 +89,24 @@ def predict(request: dict[str, Any]) -> dict[str, Any]:
     return {"samples": len(images), "runtime": session.runtime_info()}
 
 
-COMMANDS = {"profile": profile, "predict": predict}
+def table(request: dict[str, Any]) -> dict[str, Any]:
+    """p50 of several artifacts in alternating rounds (the latency tables of
+    edgeprune.prune.latency): ``p50_ms[round][artifact]``, so drift hits all alike."""
+    backend = get_backend(request["backend"])
+    inputs = np.load(request["inputs"])
+    batch = int(request["batch"])
+    x = np.ascontiguousarray(np.resize(inputs, (batch, *inputs.shape[1:])).astype(np.float32))
+    sessions = [backend.load(Path(a), request["precision"], int(request["threads"]), batch,
+                             request.get("options", {})) for a in request["artifacts"]]
+    settings = LoopSettings(**request["loop"])
+    rounds = []
+    for _ in range(int(request.get("rounds", 3))):
+        rounds.append([float(np.median(time_loop(lambda s=s: s.run(x), settings)))
+                       for s in sessions])
+    return {"p50_ms": rounds, "runtime": sessions[0].runtime_info() if sessions else {}}
+
+
+COMMANDS = {"profile": profile, "predict": predict, "table": table}
 
 
 def main(argv: list[str]) -> int:
@@ -97,7 +114,7 @@ def main(argv: list[str]) -> int:
     # pipeline that started it reports the interrupt
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     if len(argv) != 2 or argv[0] not in COMMANDS:
-        print("usage: python -m edgeprune.runner profile|predict REQUEST.json",
+        print("usage: python -m edgeprune.runner profile|predict|table REQUEST.json",
               file=sys.stderr)
         return 2
     request = json.loads(Path(argv[1]).read_text())

@@ -17,6 +17,7 @@ from edgeprune.errors import InputError
 from edgeprune.options import DEFAULT_CRITERION, default
 from edgeprune.prune.compensate import CompensationConfig
 from edgeprune.prune.importance import GLOBAL_COMPARABLE, Criterion
+from edgeprune.prune.latency import LatencyRequest, allocate_for_latency
 from edgeprune.prune.sensitivity import (
     Evaluate,
     analyze,
@@ -29,15 +30,17 @@ from edgeprune.prune.structural import PruneOptions, find_groups, group_scores, 
 
 @dataclass
 class PruneConfig:
-    """A pruning request. Exactly one of flops_reduction / params_reduction / threshold /
-    ratio says how much; the criterion says which filters."""
+    """A pruning request. Exactly one of flops_reduction / params_reduction /
+    latency_reduction / threshold / ratio says how much; the criterion says which filters."""
 
     criterion: str = DEFAULT_CRITERION
     flops_reduction: float | None = None
     params_reduction: float | None = None
     threshold: float | None = None  # sensitivity threshold accuracy (top-1 %)
     ratio: float | None = None  # the same ratio for every group
-    allocation: str = "auto"  # "sensitivity" | "global" | "uniform" | "auto"
+    # measured on the target (prune/latency.py): the latency tables' knapsack allocation
+    latency_reduction: float | None = None
+    allocation: str = "auto"  # "sensitivity" | "global" | "uniform" | "latency" | "auto"
     sensitivity_samples: int = default("sensitivity_samples")
     options: PruneOptions = field(default_factory=PruneOptions)
     # groups left unpruned after the allocation, every other group keeping its ratio (the
@@ -49,15 +52,16 @@ class PruneConfig:
 
     def validate(self) -> PruneConfig:
         self.compensation.validate()
-        given = [v for v in (self.flops_reduction, self.params_reduction, self.threshold,
-                             self.ratio) if v is not None]
+        given = [v for v in (self.flops_reduction, self.params_reduction,
+                             self.latency_reduction, self.threshold, self.ratio)
+                 if v is not None]
         if len(given) != 1:
             raise InputError(
                 "pruning needs exactly one amount: --flops-reduction, --params-reduction, "
-                "--sensitivity-threshold or --prune-ratio",
+                "--latency-reduction, --sensitivity-threshold or --prune-ratio",
                 fix="e.g. --prune dscore --flops-reduction 0.5",
             )
-        for name in ("flops_reduction", "params_reduction", "ratio"):
+        for name in ("flops_reduction", "params_reduction", "latency_reduction", "ratio"):
             value = getattr(self, name)
             if value is not None and not 0 < value < 1:
                 raise InputError(f"--{name.replace('_', '-')} {value} must be between 0 and 1",
@@ -72,22 +76,28 @@ class PruneConfig:
             return self.allocation
         if self.ratio is not None:
             return "uniform"
+        if self.latency_reduction is not None:
+            return "latency"
         return "global" if self.criterion in GLOBAL_COMPARABLE else "sensitivity"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        if not self.keep_groups:  # absent unless used: earlier runs' cache keys stay valid
-            del d["keep_groups"]
+        for key in ("keep_groups", "latency_reduction"):
+            if not d[key]:  # absent unless used: earlier runs' cache keys stay valid
+                del d[key]
         return d
 
 
 def choose_ratios(model: nn.Module, example: torch.Tensor, config: PruneConfig,
                   criterion: Criterion, evaluate: Evaluate | None,
                   cached_analysis: dict[str, Any] | None = None,
-                  on_eval: Callable[[], None] | None = None) -> dict[str, Any]:
+                  on_eval: Callable[[], None] | None = None,
+                  latency: LatencyRequest | None = None) -> dict[str, Any]:
     """Per-group ratios and how they were chosen (including the sensitivity curves);
-    ``config.keep_groups`` end at ratio 0."""
-    choice = _allocate(model, example, config, criterion, evaluate, cached_analysis, on_eval)
+    ``config.keep_groups`` end at ratio 0. ``latency``: where a --latency-reduction is
+    measured."""
+    choice = _allocate(model, example, config, criterion, evaluate, cached_analysis, on_eval,
+                       latency)
     unknown = sorted(set(config.keep_groups) - set(choice["ratios"]))
     if unknown:
         raise InputError(f"groups to keep unpruned are not prunable groups: {unknown}",
@@ -100,7 +110,8 @@ def choose_ratios(model: nn.Module, example: torch.Tensor, config: PruneConfig,
 def _allocate(model: nn.Module, example: torch.Tensor, config: PruneConfig,
               criterion: Criterion, evaluate: Evaluate | None,
               cached_analysis: dict[str, Any] | None,
-              on_eval: Callable[[], None] | None) -> dict[str, Any]:
+              on_eval: Callable[[], None] | None,
+              latency: LatencyRequest | None = None) -> dict[str, Any]:
     options = config.options
     allocation = config.resolved_allocation()
     if allocation == "uniform":
@@ -116,6 +127,14 @@ def _allocate(model: nn.Module, example: torch.Tensor, config: PruneConfig,
     assert evaluate is not None
     analysis = cached_analysis or analyze(model, example, criterion, evaluate, options,
                                           on_eval=on_eval)
+    if allocation == "latency":
+        if latency is None:
+            raise InputError("--latency-reduction needs a target to measure on",
+                             fix="run it through `edgeprune prune` or `compile` with --target")
+        assert config.latency_reduction is not None
+        found = allocate_for_latency(model, example, analysis, criterion, options,
+                                     config.latency_reduction, latency)
+        return {"allocation": "latency", **found, "analysis": analysis}
     if config.threshold is not None:
         ratios = ratios_for_threshold(analysis["curves"], config.threshold)
         return {"allocation": "sensitivity", "threshold": config.threshold, "ratios": ratios,

@@ -17,12 +17,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from edgeprune.model import count_flops, count_params
 from edgeprune.pipeline import MODEL_ARTIFACT, RunContext, write_json_atomic
 from edgeprune.prune.compensate import Tracer, compensate, input_channel_means
 from edgeprune.prune.importance import get_criterion
+from edgeprune.prune.latency import LatencyProbe, LatencyRequest
 from edgeprune.prune.policy import PruneConfig, choose_ratios
 from edgeprune.prune.sensitivity import DEFAULT_STEPS, analysis_key, cache_dir, torch_accuracy
 from edgeprune.prune.structural import (
@@ -36,6 +38,29 @@ from edgeprune.prune.structural import (
 from edgeprune.prune.verify import notes, with_followable
 from edgeprune.stages.common import torch_score
 from edgeprune.stages.load import artifact_meta, save_derived_artifact
+
+
+def table_precision(ctx: RunContext) -> str:
+    """The precision latency tables are measured in: the run's, or for INT8 (which would
+    need a quantization per table entry) the target's bf16 when it has one (what INT8 is
+    measured beside on AMX CPUs), else fp32."""
+    precision = ctx.config.precision
+    if precision != "int8":
+        return precision
+    return "bf16" if "bf16" in ctx.config.target.precisions else "fp32"
+
+
+def latency_request(ctx: RunContext) -> LatencyRequest:
+    """Latency tables measured where the model will run: the target's backend, threads
+    and batch, on its device when it has one; real calibration images as inputs."""
+    target = ctx.config.target
+    images, _ = ctx.arrays("calibration")
+    return LatencyRequest(
+        probe=LatencyProbe(target.backend, table_precision(ctx), target.threads,
+                           target.batch, dict(target.options),
+                           target.remote if target.remote.host else None),
+        inputs=np.asarray(images[: max(target.batch, 1)], dtype=np.float32),
+        cache=cache_dir() / "latency", progress=ctx.ui.note)
 
 
 class PruneStage:
@@ -69,9 +94,12 @@ class PruneStage:
                                "ids_sha256"], DEFAULT_STEPS, ctx.config.metric.key())
         cache_file = cache_dir() / "sensitivity" / f"{key}.json"
         cached = json.loads(cache_file.read_text()) if cache_file.is_file() else None
+        latency = latency_request(ctx) if cfg.latency_reduction is not None else None
         with ctx.ui.task(f"sensitivity analysis ({cfg.criterion})", None) as advance:
             choice = choose_ratios(model, example, cfg, criterion, evaluate, cached,
-                                   on_eval=lambda: advance(1))
+                                   on_eval=lambda: advance(1), latency=latency)
+        if "table" in choice:
+            write_json_atomic(workdir / "latency_table.json", choice.pop("table"))
         for text in choice.get("warnings", []):
             ctx.ui.warn(text)
         if "analysis" in choice:

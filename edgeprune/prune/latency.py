@@ -1,0 +1,410 @@
+"""Latency-aware pruning: what each group's channels cost on the target, measured there.
+
+FLOPs do not turn into milliseconds one for one: a residual stream cut from 16 to 15
+channels saves 6% of its FLOPs and breaks the vector alignment of every convolution on
+it. So the allocation reads latencies measured by the target runtime itself:
+
+* **Table** -- for each prunable group, the WHOLE model with only that group pruned to each
+  kept count of a grid, compiled by the target's backend and timed by the target's runner
+  (``python -m edgeprune.runner table``: here, or on the device over SSH, as the profile
+  stage), in rounds that alternate with the dense model. An entry is the median of its
+  rounds' p50s; its noise the spread of those rounds. A group's saving at a kept count is
+  the dense model's latency minus the variant's, from the same rounds. Tables are cached
+  per architecture, target, precision, threads, batch and input shape.
+* **Steps** -- a kept count is offered to the allocation only if it is faster than every
+  larger measured count by more than the noise: channel counts snap to where the
+  runtime's latency actually steps down, not to a fixed ``--round-to``.
+* **Allocation** -- a multiple-choice knapsack: per group one kept count, minimizing the
+  summed accuracy loss of the sensitivity curves for the summed measured saving >= the
+  requested share of the dense latency.
+* **Check** -- the prediction (dense minus the summed savings) is compared with the
+  pruned model measured the same way; when the measured latency misses the goal, the
+  requested saving is scaled by the measured/predicted shortfall and the allocation is
+  solved again (at most ``ROUNDS_TO_GOAL`` times).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgeprune.errors import StageFailure
+from edgeprune.prune.importance import Criterion
+from edgeprune.prune.structural import PruneGroup, PruneOptions, find_groups, prune_copy
+
+GRID_POINTS = 7  # kept counts per group, besides the dense count
+ROUNDS_TO_GOAL = 3
+# The achieved latency reduction is kept within this many points of the request.
+TOLERANCE = 0.03
+Progress = Callable[[str], None]
+
+
+@dataclass
+class LatencyProbe:
+    """Where and how latencies are measured: the target's backend, precision, threads and
+    batch, locally or on ``remote`` (a RemoteSettings with a host) over SSH."""
+
+    backend: str
+    precision: str
+    threads: int = 0
+    batch: int = 1
+    options: dict[str, Any] = field(default_factory=dict)
+    remote: Any = None
+    rounds: int = 3
+    iterations: int = 100
+    seconds: float = 0.3
+
+    def facts(self) -> dict[str, Any]:
+        """What a measured latency depends on besides the model (the cache key)."""
+        host = getattr(self.remote, "host", "") if self.remote is not None else ""
+        return {"backend": self.backend, "precision": self.precision, "threads": self.threads,
+                "batch": self.batch, "options": self.options, "host": host,
+                "machine": "" if host else f"{platform.machine()} {_cpu_model()}",
+                "runtime": "" if host else _runtime_version(self.backend)}
+
+    def measure(self, models: Sequence[nn.Module], example: torch.Tensor,
+                inputs: np.ndarray) -> list[dict[str, Any]]:
+        """p50 (ms, median over rounds) and its noise for each model, all timed in the
+        same alternating rounds by one runner process."""
+        from edgeprune.backends import get_backend
+        from edgeprune.backends.base import CompileRequest
+        from edgeprune.export import export_onnx
+
+        backend = get_backend(self.backend)
+        with tempfile.TemporaryDirectory(prefix="edgeprune-latency-") as tmp:
+            root = Path(tmp)
+            artifacts = []
+            for i, model in enumerate(models):
+                folder = root / f"v{i:03d}"
+                folder.mkdir()
+                export_onnx(model, example, folder / "model.onnx", exporter="torchscript")
+                result = backend.compile(CompileRequest(
+                    folder / "model.onnx", folder, self.precision, self.threads,
+                    dict(self.options)))
+                artifacts.append(folder / result.artifact)
+            np.save(root / "inputs.npy", inputs[: max(self.batch, 1)])
+            rounds = self._run(artifacts, root / "inputs.npy")
+        per_model = np.asarray(rounds, dtype=float).T  # models x rounds
+        return [{"p50_ms": float(np.median(r)), "noise_ms": float(r.max() - r.min()),
+                 "rounds_ms": [round(float(v), 5) for v in r]} for r in per_model]
+
+    def _run(self, artifacts: list[Path], inputs: Path) -> list[list[float]]:
+        request = {"backend": self.backend, "artifacts": [str(a) for a in artifacts],
+                   "precision": self.precision, "threads": self.threads, "batch": self.batch,
+                   "options": dict(self.options), "inputs": str(inputs),
+                   "rounds": self.rounds,
+                   "loop": {"warmup_iterations": 20, "min_iterations": self.iterations,
+                            "min_seconds": self.seconds, "max_seconds": 10 * self.seconds}}
+        if self.remote is not None and getattr(self.remote, "host", ""):
+            return _remote_table(self.remote, request, artifacts, inputs)
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+            json.dump(request, fh)
+        try:
+            proc = subprocess.run([sys.executable, "-m", "edgeprune.runner", "table", fh.name],
+                                  capture_output=True, text=True, check=False, timeout=3600)
+        finally:
+            Path(fh.name).unlink(missing_ok=True)
+        if proc.returncode != 0:
+            raise StageFailure(f"the latency-table runner failed (exit {proc.returncode}): "
+                               f"{proc.stderr.strip()[-2000:]}",
+                               fix="run with --debug; check that the target's runtime is "
+                               "installed")
+        return json.loads(proc.stdout)["p50_ms"]
+
+
+def _remote_table(remote: Any, request: dict[str, Any], artifacts: list[Path],
+                  inputs: Path) -> list[list[float]]:
+    """The table request on the device: every variant's files renamed v000.*, v001.*, ...
+    into one upload (each variant's artifact folder holds files of the same names)."""
+    from edgeprune.remote import host_from_settings, run_table
+
+    with tempfile.TemporaryDirectory(prefix="edgeprune-latency-up-") as tmp:
+        files, names = [], []
+        for i, artifact in enumerate(artifacts):
+            for path in artifact.parent.iterdir():
+                if path.is_file() and path.name.startswith(artifact.stem + "."):
+                    target = Path(tmp) / f"v{i:03d}{path.name[len(artifact.stem):]}"
+                    shutil.copyfile(path, target)
+                    files.append(target)
+            names.append(f"v{i:03d}{artifact.suffix}")
+        out = run_table(host_from_settings(remote), request, names, files, inputs,
+                        remote.command_timeout_s)
+    return out["p50_ms"]
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _runtime_version(backend: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    package = {"openvino": "openvino", "onnxruntime": "onnxruntime"}.get(backend, backend)
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return ""
+
+
+def grid(group: PruneGroup, options: PruneOptions) -> list[int]:
+    """Kept counts to measure for a group, largest first: about every eighth of its
+    channels, on multiples of the largest power of two (<= 16) that fits an eighth (so
+    vector-aligned sizes are among them), of its channel groups and of ``--round-to``."""
+    if group.heads:
+        per_head = group.channels // group.heads
+        return [h * per_head for h in range(group.heads - 1, 0, -1)][:GRID_POINTS]
+    step = math.lcm(options.round_to, group.channel_groups)
+    eighth = group.channels / 8
+    align = max((a for a in (16, 8, 4, 2, 1) if a <= max(eighth, 1)), default=1)
+    unit = math.lcm(align, step)
+    kept = set()
+    for i in range(1, GRID_POINTS + 1):
+        k = round(group.channels * (1 - i / 8) / unit) * unit
+        k = max(k, math.ceil(options.min_channels / unit) * unit)
+        if 0 < k < group.channels:
+            kept.add(k)
+    return sorted(kept, reverse=True)
+
+
+def ratio_for(group: PruneGroup, kept: int) -> float:
+    """The ratio whose keep() is ``kept`` (the floor in keep_count is guarded by 1e-9)."""
+    return (group.channels - kept) / group.channels
+
+
+def table_key(model: nn.Module, example: torch.Tensor, groups: list[PruneGroup],
+              grids: dict[str, list[int]], probe: LatencyProbe) -> str:
+    digest = hashlib.sha256()
+    digest.update(repr(model).encode())
+    digest.update(json.dumps([list(example.shape[1:]), grids, probe.facts(),
+                              {g.name: g.channels for g in groups}, probe.rounds,
+                              probe.iterations], sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:32]
+
+
+def build_table(model: nn.Module, example: torch.Tensor, criterion: Criterion,
+                options: PruneOptions, probe: LatencyProbe, inputs: np.ndarray,
+                cache: Path | None = None, progress: Progress | None = None
+                ) -> dict[str, Any]:
+    """Per group: the dense latency and each grid point's, measured in the same rounds."""
+    _, groups = find_groups(model, example, options)
+    grids = {g.name: grid(g, options) for g in groups}
+    key = table_key(model, example, groups, grids, probe)
+    path = cache / f"{key}.json" if cache is not None else None
+    if path is not None and path.is_file():
+        table = json.loads(path.read_text())
+        table["cached"] = str(path)
+        return table
+    started = time.perf_counter()
+    entries: dict[str, Any] = {}
+    for n, group in enumerate(groups, 1):
+        if progress:
+            progress(f"latency table: group {n}/{len(groups)} ({group.name}, "
+                     f"{len(grids[group.name])} sizes)")
+        variants = [model] + [prune_copy(model, example, {group.name: ratio_for(group, k)},
+                                         criterion, options)[0] for k in grids[group.name]]
+        measured = probe.measure(variants, example, inputs)
+        dense = measured[0]
+        entries[group.name] = {
+            "channels": group.channels, "dense_ms": dense["p50_ms"],
+            "points": [{"kept": k, "saved_ms": dense["p50_ms"] - m["p50_ms"],
+                        "noise_ms": max(m["noise_ms"], dense["noise_ms"]), **m}
+                       for k, m in zip(grids[group.name], measured[1:], strict=True)]}
+    dense_all = [e["dense_ms"] for e in entries.values()]
+    table = {"key": key, "probe": probe.facts(), "input_shape": list(example.shape[1:]),
+             "dense_ms": float(np.median(dense_all)) if dense_all else 0.0,
+             "dense_noise_ms": float(np.ptp(dense_all)) if dense_all else 0.0,
+             "groups": entries, "seconds": time.perf_counter() - started}
+    if path is not None:
+        from edgeprune.pipeline import write_json_atomic
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, table)
+    return table
+
+
+def steps(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """The grid points where latency steps down: each faster than the dense group and
+    than every larger kept count by more than the noise of both."""
+    chosen: list[dict[str, Any]] = []
+    best_saved, best_noise = 0.0, 0.0
+    for point in entry["points"]:  # largest kept first
+        if point["saved_ms"] > best_saved + max(point["noise_ms"], best_noise):
+            chosen.append(point)
+            best_saved, best_noise = point["saved_ms"], point["noise_ms"]
+    return chosen
+
+
+def accuracy_cost(curve: list[list[float]], group: PruneGroup, options: PruneOptions,
+                  kept: int, base: float) -> float | None:
+    """Accuracy lost at ``kept`` channels, read off the group's sensitivity curve: the
+    first step keeping at most ``kept`` (pessimistic), over the curve's running minimum
+    (so a group's cost never falls as it loses more); None beyond the curve's end."""
+    floor = float("inf")
+    for ratio, acc in curve:
+        floor = min(floor, acc)
+        if group.keep(options, ratio) <= kept:
+            return max(base - floor, 0.0)
+    return None
+
+
+def allocate(table: dict[str, Any], analysis: dict[str, Any], groups: list[PruneGroup],
+             options: PruneOptions, saving_ms: float, resolution: int = 2000
+             ) -> dict[str, int]:
+    """Kept channels per group (groups absent stay whole) whose summed measured saving
+    reaches ``saving_ms`` at the least summed accuracy loss: a multiple-choice knapsack,
+    solved exactly by dynamic programming over the saving in ``resolution`` units of the
+    dense latency. Ties go to removing fewer channels."""
+    base = analysis["baseline_accuracy"]
+    unit = max(table["dense_ms"], 1e-9) / resolution
+    need = max(math.ceil(saving_ms / unit), 0)
+    options_per_group: list[tuple[str, list[tuple[int, int, float]]]] = []
+    for group in groups:
+        entry = table["groups"].get(group.name)
+        curve = analysis["curves"].get(group.name)
+        if entry is None or curve is None:
+            continue
+        choices = []
+        for point in steps(entry):
+            cost = accuracy_cost(curve, group, options, point["kept"], base)
+            if cost is None:
+                continue
+            removed = 1 - point["kept"] / group.channels
+            choices.append((point["kept"], int(point["saved_ms"] / unit),
+                            cost + 1e-3 * removed))
+        if choices:
+            options_per_group.append((group.name, choices))
+    inf = float("inf")
+    best = [0.0] + [inf] * need  # best[s]: least cost of a saving of s units (s capped)
+    back: list[list[tuple[int, int]]] = []  # per group, per state: (choice, previous state)
+    for _, choices in options_per_group:
+        new = list(best)
+        came = [(-1, s) for s in range(need + 1)]  # -1: the group stays whole
+        for s, cost in enumerate(best):
+            if cost == inf:
+                continue
+            for i, (_, gain, extra) in enumerate(choices):
+                t = min(need, s + gain)
+                if cost + extra < new[t]:
+                    new[t], came[t] = cost + extra, (i, s)
+        back.append(came)
+        best = new
+    reachable = [s for s, cost in enumerate(best) if cost < inf]
+    state = need if best[need] < inf else max(reachable)
+    kept: dict[str, int] = {}
+    for (name, choices), came in zip(reversed(options_per_group), reversed(back),
+                                     strict=True):
+        choice, state = came[state]
+        if choice >= 0:
+            kept[name] = choices[choice][0]
+    return kept
+
+
+def predict(table: dict[str, Any], kept: dict[str, int]) -> dict[str, Any]:
+    """Dense latency minus each group's measured saving at its kept count (additive)."""
+    saved = {}
+    for name, k in kept.items():
+        point = next(p for p in table["groups"][name]["points"] if p["kept"] == k)
+        saved[name] = point["saved_ms"]
+    total = sum(saved.values())
+    return {"latency_ms": table["dense_ms"] - total, "saved_ms": saved,
+            "ratio": (table["dense_ms"] - total) / table["dense_ms"]}
+
+
+@dataclass
+class LatencyRequest:
+    """What a latency allocation measures with: the probe, real input images, the table
+    cache folder, and a progress callback."""
+
+    probe: LatencyProbe
+    inputs: np.ndarray
+    cache: Path | None = None
+    progress: Progress | None = None
+
+
+def allocate_for_latency(model: nn.Module, example: torch.Tensor, analysis: dict[str, Any],
+                         criterion: Criterion, options: PruneOptions, target: float,
+                         request: LatencyRequest) -> dict[str, Any]:
+    """Ratios whose MEASURED latency is ``target`` (a fraction) below the dense model's,
+    losing the least accuracy by the sensitivity curves; the prediction is checked by
+    measuring each allocation beside the dense model and corrected (module docstring)."""
+    probe = request.probe
+    table = build_table(model, example, criterion, options, probe, request.inputs,
+                        request.cache, request.progress)
+    _, groups = find_groups(model, example, options)
+    by_name = {g.name: g for g in groups}
+    wanted = target * table["dense_ms"]
+    attempts: list[dict[str, Any]] = []
+    best: dict[str, Any] | None = None
+    for attempt in range(ROUNDS_TO_GOAL):
+        kept = allocate(table, analysis, groups, options, wanted)
+        ratios = {name: ratio_for(by_name[name], k) for name, k in kept.items()}
+        predicted = predict(table, kept)
+        if request.progress:
+            request.progress(f"latency check {attempt + 1}: measuring the allocation beside "
+                             "the dense model")
+        pruned = prune_copy(model, example, ratios, criterion, options)[0]
+        dense_m, pruned_m = probe.measure([model, pruned], example, request.inputs)
+        measured_ratio = pruned_m["p50_ms"] / dense_m["p50_ms"]
+        record = {"requested_saving_ms": wanted, "kept": kept, "ratios": ratios,
+                  "predicted_ms": predicted["latency_ms"],
+                  "predicted_ratio": predicted["ratio"],
+                  "measured_dense_ms": dense_m["p50_ms"], "measured_ms": pruned_m["p50_ms"],
+                  "measured_ratio": measured_ratio, "noise_ms": pruned_m["noise_ms"],
+                  "saved_ms": predicted["saved_ms"]}
+        attempts.append(record)
+        reached = 1 - measured_ratio >= target - TOLERANCE
+        if best is None or (reached and not best["reached"]) or (
+                reached == best["reached"] and abs(1 - measured_ratio - target)
+                < abs(1 - best["measured_ratio"] - target)):
+            best = {**record, "reached": reached}
+        if abs(1 - measured_ratio - target) <= TOLERANCE:
+            break
+        saved_measured = 1 - measured_ratio
+        if saved_measured <= 0:
+            break
+        # measured savings follow requested ones roughly in proportion: rescale
+        wanted = wanted * target / saved_measured
+    assert best is not None
+    achieved = 1 - best["measured_ratio"]
+    warnings = []
+    if abs(achieved - target) > TOLERANCE:
+        warnings.append(
+            f"the measured latency reduction is {achieved:.1%} for the {target:.0%} asked "
+            f"for (tolerance {TOLERANCE:.0%}) after {len(attempts)} allocation(s): "
+            + ("the groups' measured steps cannot save that much within the sensitivity "
+               "curves" if achieved < target else "the smallest measured step that reaches "
+               "the target saves that much"))
+    error = best["predicted_ratio"] / best["measured_ratio"] - 1
+    summary = {
+        "target": target, "tolerance": TOLERANCE, "precision": probe.precision,
+        "dense_ms": best["measured_dense_ms"], "measured_ms": best["measured_ms"],
+        "predicted_ms": best["predicted_ratio"] * best["measured_dense_ms"],
+        "prediction_error": error, "reduction": achieved,
+        "table": {"seconds": table["seconds"], "cached": table.get("cached"),
+                  "dense_ms": table["dense_ms"], "dense_noise_ms": table["dense_noise_ms"],
+                  "key": table["key"], "probe": table["probe"]},
+        "saved_ms": best["saved_ms"], "kept": best["kept"], "attempts": attempts}
+    return {"ratios": best["ratios"], "reduction": achieved, "metric": "latency",
+            "target": target, "target_met": best["reached"], "warnings": warnings,
+            "latency": summary, "table": table}

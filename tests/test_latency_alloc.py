@@ -1,0 +1,142 @@
+"""Latency-aware allocation (prune/latency.py): the grid, the measured steps, the knapsack,
+and the measured table on a real OpenVINO run."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from edgeprune.prune.importance import dscore
+from edgeprune.prune.latency import (
+    LatencyProbe,
+    allocate,
+    build_table,
+    grid,
+    predict,
+    ratio_for,
+    steps,
+)
+from edgeprune.prune.structural import PruneGroup, PruneOptions, find_groups, prune_copy
+
+
+def _group(name: str, channels: int, groups: int = 1) -> PruneGroup:
+    return PruneGroup(name=name, root=nn.Identity(), channels=channels, producers=[],
+                      members=[], residual=False, channel_groups=groups)
+
+
+def test_grid_is_aligned_and_respects_min_channels_and_channel_groups() -> None:
+    opts = PruneOptions(min_channels=4)
+    assert grid(_group("a", 64), opts) == [56, 48, 40, 32, 24, 16, 8]
+    small = grid(_group("b", 16), opts)
+    assert small == [14, 12, 10, 8, 6, 4] and min(small) >= 4
+    grouped = grid(_group("c", 96, groups=3), opts)
+    assert all(k % 3 == 0 and k % 8 == 0 for k in grouped)
+    for k in grid(_group("d", 40), PruneOptions(min_channels=4, round_to=5)):
+        assert k % 5 == 0
+        assert _group("d", 40).keep(PruneOptions(min_channels=4, round_to=5),
+                                    ratio_for(_group("d", 40), k)) == k
+
+
+def test_steps_drop_sizes_that_are_not_faster_than_a_larger_one() -> None:
+    entry = {"points": [
+        {"kept": 15, "saved_ms": -0.05, "noise_ms": 0.01},  # misaligned: slower
+        {"kept": 12, "saved_ms": 0.10, "noise_ms": 0.01},
+        {"kept": 10, "saved_ms": 0.105, "noise_ms": 0.01},  # within noise of 12
+        {"kept": 8, "saved_ms": 0.30, "noise_ms": 0.01},
+    ]}
+    assert [p["kept"] for p in steps(entry)] == [12, 8]
+
+
+def _brute_force(table, analysis, groups, saving):
+    """The cheapest combination by enumeration (the knapsack's reference)."""
+    base = analysis["baseline_accuracy"]
+    per_group = []
+    for g in groups:
+        choices = [(None, 0.0, 0.0)]
+        for p in steps(table["groups"][g.name]):
+            acc = next(a for r, a in analysis["curves"][g.name]
+                       if g.keep(PruneOptions(), r) <= p["kept"])
+            choices.append((p["kept"], p["saved_ms"], base - acc))
+        per_group.append(choices)
+    best = None
+    for combo in itertools.product(*per_group):
+        if sum(c[1] for c in combo) >= saving:
+            cost = sum(c[2] for c in combo)
+            if best is None or cost < best[0] - 1e-9:
+                best = (cost, combo)
+    return best
+
+
+def test_knapsack_finds_the_cheapest_allocation_that_saves_enough() -> None:
+    rng = np.random.default_rng(0)
+    groups = [_group(f"g{i}", 16) for i in range(4)]
+    for trial in range(20):
+        table = {"dense_ms": 10.0, "groups": {}}
+        analysis = {"baseline_accuracy": 90.0, "curves": {}}
+        for g in groups:
+            kept = [14, 12, 10, 8, 6, 4]
+            saved = np.cumsum(rng.uniform(0.05, 0.6, len(kept)))
+            table["groups"][g.name] = {"points": [
+                {"kept": k, "saved_ms": float(s), "noise_ms": 0.0}
+                for k, s in zip(kept, saved, strict=True)]}
+            drops = np.cumsum(rng.uniform(0, 3, 19))
+            analysis["curves"][g.name] = [[round(0.05 * (i + 1), 2), 90.0 - float(d)]
+                                          for i, d in enumerate(drops)]
+        saving = float(rng.uniform(1.0, 4.0))
+        kept = allocate(table, analysis, groups, PruneOptions(), saving, resolution=20000)
+        achieved = predict(table, kept)
+        assert 10.0 - achieved["latency_ms"] >= saving - 1e-3, trial
+        cost = 0.0
+        for g in groups:
+            if g.name in kept:
+                acc = next(a for r, a in analysis["curves"][g.name]
+                           if g.keep(PruneOptions(), r) <= kept[g.name])
+                cost += 90.0 - acc
+        reference = _brute_force(table, analysis, groups, saving)
+        assert reference is not None
+        assert cost <= reference[0] + 0.02, (trial, cost, reference[0])
+
+
+class _Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU())
+        self.b = nn.Sequential(nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU())
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.b(self.a(x)))
+
+
+def test_measured_table_on_openvino_and_its_cache(tmp_path) -> None:
+    pytest.importorskip("openvino")
+    torch.manual_seed(0)
+    model = _Net().eval()
+    example = torch.randn(2, 3, 64, 64)
+    probe = LatencyProbe("openvino", "fp32", rounds=2, iterations=20, seconds=0.05)
+    inputs = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    notes: list[str] = []
+    table = build_table(model, example, dscore, PruneOptions(), probe, inputs, tmp_path,
+                        notes.append)
+    _, groups = find_groups(model, example, PruneOptions())
+    assert set(table["groups"]) == {g.name for g in groups}
+    for g in groups:
+        entry = table["groups"][g.name]
+        assert [p["kept"] for p in entry["points"]] == grid(g, PruneOptions())
+        for p in entry["points"]:
+            assert len(p["rounds_ms"]) == 2 and p["p50_ms"] > 0 and p["noise_ms"] >= 0
+    # the smallest variant of the wide group really is faster than the dense model
+    wide = max(groups, key=lambda g: g.channels)
+    assert table["groups"][wide.name]["points"][-1]["saved_ms"] > 0
+    assert notes and "cached" not in table
+    again = build_table(model, example, dscore, PruneOptions(), probe, inputs, tmp_path)
+    assert again["cached"] and again["groups"] == table["groups"]
+    # a pruned copy at grid sizes has exactly those channel counts
+    k = table["groups"][wide.name]["points"][2]["kept"]
+    pruned = prune_copy(model, example, {wide.name: ratio_for(wide, k)}, dscore,
+                        PruneOptions())[0]
+    assert pruned.b[0].out_channels == k
