@@ -53,7 +53,16 @@ def table_precision(ctx: RunContext) -> str:
 def latency_request(ctx: RunContext) -> LatencyRequest:
     """Latency tables measured where the model will run: the target's backend, threads
     and batch, on its device when it has one; real calibration images as inputs."""
+    from edgeprune.backends import get_backend
+    from edgeprune.errors import InputError
+
     target = ctx.config.target
+    if getattr(get_backend(target.backend), "needs_device", False):
+        raise InputError(
+            f"--latency-reduction measures latency tables with the target's runner, and "
+            f"{target.name} builds its engines on the device (not supported for tables yet)",
+            fix="use --flops-reduction for this target, or measure the tables on "
+            "openvino-cpu / onnxruntime-cpu")
     images, _ = ctx.arrays("calibration")
     return LatencyRequest(
         probe=LatencyProbe(target.backend, table_precision(ctx), target.threads,
