@@ -46,6 +46,7 @@ from torch import nn
 from edgeprune.errors import StageFailure
 from edgeprune.prune.importance import Criterion
 from edgeprune.prune.structural import PruneGroup, PruneOptions, find_groups, prune_copy
+from edgeprune.report.environment import cpu_model
 
 GRID_POINTS = 7  # kept counts per group, besides the dense count
 ROUNDS_TO_GOAL = 3
@@ -74,7 +75,7 @@ class LatencyProbe:
         host = getattr(self.remote, "host", "") if self.remote is not None else ""
         return {"backend": self.backend, "precision": self.precision, "threads": self.threads,
                 "batch": self.batch, "options": self.options, "host": host,
-                "machine": "" if host else f"{platform.machine()} {_cpu_model()}",
+                "machine": "" if host else f"{platform.machine()} {cpu_model()}",
                 "runtime": "" if host else _runtime_version(self.backend)}
 
     def measure(self, models: Sequence[nn.Module], example: torch.Tensor,
@@ -147,22 +148,12 @@ def _remote_table(remote: Any, request: dict[str, Any], artifacts: list[Path],
     return out["p50_ms"]
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def _runtime_version(backend: str) -> str:
+    """The backend package's version (openvino, onnxruntime); "" when not a package."""
     from importlib.metadata import PackageNotFoundError, version
 
-    package = {"openvino": "openvino", "onnxruntime": "onnxruntime"}.get(backend, backend)
     try:
-        return version(package)
+        return version(backend)
     except PackageNotFoundError:
         return ""
 
