@@ -80,6 +80,7 @@ def run_prune(config: PipelineConfig, ui: UI) -> dict[str, Any]:
         "accuracy_samples": prune["accuracy_samples"],
         "metric": config.metric.to_report(),
         "warnings": prune.get("warnings", []),
+        "latency": prune.get("choice", {}).get("latency"),
         "unpruned_groups": prune.get("unpruned_groups", {}),
         "stages": [{"name": r.name, "status": r.status, "seconds": r.seconds} for r in records],
     }

@@ -4,6 +4,7 @@ and the measured table on a real OpenVINO run."""
 from __future__ import annotations
 
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -127,6 +128,8 @@ def test_measured_table_on_openvino_and_its_cache(tmp_path) -> None:
     for g in groups:
         entry = table["groups"][g.name]
         assert [p["kept"] for p in entry["points"]] == grid(g, PruneOptions())
+        assert entry["dense_noise_ms"] >= 0  # two dense copies measured
+        assert all(p["noise_ms"] >= entry["dense_noise_ms"] for p in entry["points"])
         for p in entry["points"]:
             assert len(p["rounds_ms"]) == 2 and p["p50_ms"] > 0 and p["noise_ms"] >= 0
     # the smallest variant of the wide group really is faster than the dense model
@@ -140,3 +143,64 @@ def test_measured_table_on_openvino_and_its_cache(tmp_path) -> None:
     pruned = prune_copy(model, example, {wide.name: ratio_for(wide, k)}, dscore,
                         PruneOptions())[0]
     assert pruned.b[0].out_channels == k
+
+
+def test_overlap_correction_counts_a_conv_between_two_pruned_groups_once() -> None:
+    """Pruning both groups of _Net: the conv b loses cin*cout multiplicatively, so the
+    joint FLOPs saving is less than the two single-group savings added."""
+    from edgeprune.model import count_flops
+
+    model = _Net().eval()
+    example = torch.randn(2, 3, 32, 32)
+    shape = (1, 3, 32, 32)
+    _, groups = find_groups(model, example, PruneOptions())
+    dense = count_flops(model, shape)
+    kept = {g.name: g.channels // 2 for g in groups}
+    table = {"dense_ms": 1.0, "dense_flops": dense, "groups": {}}
+    for g in groups:
+        alone = prune_copy(model, example, {g.name: ratio_for(g, kept[g.name])}, dscore,
+                           PruneOptions())[0]
+        table["groups"][g.name] = {"points": [{
+            "kept": kept[g.name], "saved_ms": 0.2,
+            "saved_flops": dense - count_flops(alone, shape)}]}
+    joint = prune_copy(model, example, {g.name: ratio_for(g, kept[g.name]) for g in groups},
+                       dscore, PruneOptions())[0]
+    raw = predict(table, kept)
+    corrected = predict(table, kept, count_flops(joint, shape))
+    assert raw["ratio"] == pytest.approx(0.6) and raw["overlap"] == 1.0
+    assert 0.5 < corrected["overlap"] < 1.0
+    assert corrected["ratio"] == pytest.approx(1 - 0.4 * corrected["overlap"])
+    assert predict(table, kept, count_flops(joint, shape), 0.5)["ratio"] == pytest.approx(
+        1 - 0.2 * corrected["overlap"])
+
+
+def test_allocation_is_measured_predicted_first_and_never_measured_twice(tmp_path) -> None:
+    """The whole loop on real OpenVINO runs: each attempt's prediction is recorded before
+    its measurement (the first uncalibrated), no allocation is measured twice, and the
+    reported reduction is the measured one."""
+    pytest.importorskip("openvino")
+    from edgeprune.prune.latency import LatencyRequest, allocate_for_latency
+
+    torch.manual_seed(0)
+    model = _Net().eval()
+    example = torch.randn(2, 3, 64, 64)
+    _, groups = find_groups(model, example, PruneOptions())
+    # flat sensitivity curves: the knapsack is free to take whatever saves latency
+    analysis = {"baseline_accuracy": 90.0,
+                "curves": {g.name: [[round(0.05 * i, 2), 90.0 - 0.1 * i] for i in range(1, 19)]
+                           for g in groups}}
+    probe = LatencyProbe("openvino", "fp32", rounds=2, iterations=20, seconds=0.05)
+    inputs = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    out = allocate_for_latency(model, example, analysis, dscore, PruneOptions(), 0.3,
+                               LatencyRequest(probe, inputs, tmp_path))
+    summary = out["latency"]
+    attempts = summary["attempts"]
+    assert 1 <= len(attempts) <= 3
+    assert len({json.dumps(a["kept"], sort_keys=True) for a in attempts}) == len(attempts)
+    assert attempts[0]["calibration"] == 1.0
+    assert all(0 < a["overlap"] <= 1.0 + 1e-9 for a in attempts)
+    assert out["reduction"] == pytest.approx(1 - summary["measured_ms"] / summary["dense_ms"])
+    assert summary["prediction_error"] == pytest.approx(
+        summary["predicted_ms"] / summary["measured_ms"] - 1)
+    assert out["target_met"] == (out["reduction"] >= 0.3 - 0.03)
+    assert bool(out["warnings"]) == (abs(out["reduction"] - 0.3) > 0.03)

@@ -130,3 +130,11 @@ def print_prune_summary(summary: dict[str, Any], console: Console) -> None:
         + (f", after recovery {recovered:.2f}{unit}" if recovered is not None else "")
         + f" on {summary['accuracy_samples']} evaluation images\nsaved {summary['model']}"
     )
+    if summary.get("latency"):
+        from edgeprune.report.allocation import latency_lines, saved_rows
+
+        for line in latency_lines(summary["latency"], summary["flops_reduction"]):
+            console.print(line)
+        console.print("measured saving per group: " + ", ".join(
+            f"{name} → {kept} ({ms:+.3f} ms)" for name, kept, ms in saved_rows(
+                summary["latency"])))

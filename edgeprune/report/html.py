@@ -756,6 +756,16 @@ def _section_pruning(report: dict[str, Any]) -> str:
             rows.append([_e(layer), _e(before), _e(after), _e(_pct(kept, 0)),
                          _bar(kept if kept is not None else 0.0)])
         out.append(_table(["layer", "before", "after", "kept", ""], rows, {1, 2, 3}))
+    latency = (pr.get("choice") or {}).get("latency")
+    if latency:
+        from edgeprune.report.allocation import latency_lines, saved_rows
+
+        out.append("<h3>Latency allocation</h3>")
+        out.extend(f"<p>{_e(line)}</p>" for line in latency_lines(
+            latency, pr.get("flops_reduction") or 0.0))
+        out.append(_table(["group", "kept", "measured saving alone (ms)"],
+                          [[_e(n), _e(k), _e(f"{ms:.3f}")] for n, k, ms in saved_rows(latency)],
+                          {1, 2}))
     return "".join(out)
 
 
