@@ -71,7 +71,7 @@ def arrays(root: Path, split: str, count: int, pre: Preprocess
 
 def build(name: str) -> tuple[nn.Module, int, Preprocess, bool]:
     """(model, input size, preprocessing, has CIFAR labels)."""
-    if name.startswith("resnet") and name[6:].isdigit() and int(name[6:]) < 100:
+    if name in ("resnet20", "resnet32", "resnet44", "resnet56"):
         return load_resnet(int(name[6:])), 32, Preprocess(mean=MEAN, std=STD), True
     imagenet = Preprocess(input_size=(224, 224), mean=[0.485, 0.456, 0.406],
                           std=[0.229, 0.224, 0.225])

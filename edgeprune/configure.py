@@ -113,8 +113,8 @@ def search_options(r: Resolved):
     from edgeprune.search import RUNTIME_PRECISIONS, SearchConfig
 
     if not r.has("search"):
-        for key in ("search_levels", "search_precisions", "max_trials", "time_budget",
-                    "search_ternary"):
+        for key in ("search_levels", "search_levels_in", "search_precisions", "max_trials",
+                    "time_budget", "search_ternary"):
             if r.has(key):
                 raise InputError(f"{_flag(key)} only applies to --search",
                                  fix="add --search, or drop the option")
@@ -145,7 +145,8 @@ def search_options(r: Resolved):
                          "fp32,int8")
     budget = r.given.get("time_budget")
     return SearchConfig(
-        flops_levels=list(levels), precisions=precisions, ternary=r.has("search_ternary"),
+        flops_levels=list(levels), level_metric=str(r["search_levels_in"]),
+        precisions=precisions, ternary=r.has("search_ternary"),
         criterion=str(r.given.get("prune") or DEFAULT_CRITERION),
         max_trials=int(r["max_trials"]),
         time_budget_s=float(budget) if budget is not None else None)

@@ -283,9 +283,15 @@ OPTIONS: tuple[Option, ...] = (
        "int8); every candidate is compiled, profiled and evaluated on the target. "
        "Candidates: OUT/search/; resumable.", default=False, invalidates="prune",
        commands=COMPILE),
-    _O("search_levels", "csv", "search", "FLOPs reductions the search tries; none = "
-       "precisions of the dense model only (no training).", default=[0.3, 0.5, 0.7],
+    _O("search_levels", "csv", "search", "FLOPs reductions the search tries (latency "
+       "reductions with --search-levels-in latency); none = precisions of the dense model "
+       "only (no training).", default=[0.3, 0.5, 0.7],
        invalidates="prune", metavar="F[,F...]|none", commands=COMPILE),
+    _O("search_levels_in", "str", "search", "What the search's levels reduce: flops (the "
+       "sensitivity threshold that removes that share of FLOPs) or latency (the "
+       "--latency-reduction allocation, measured per candidate's precision on the target).",
+       default="flops", choices=("flops", "latency"), invalidates="prune", metavar="METRIC",
+       commands=COMPILE),
     _O("search_precisions", "csv", "search", "Precisions the search tries, e.g. fp32,int8.",
        default_text="all the target offers", invalidates="quantize", metavar="P[,P...]",
        commands=COMPILE),

@@ -14,7 +14,9 @@ that can still win:
    within the budget on the calibration images -- the per-layer FP32 exception), which
    the pruning levels then use for INT8 too;
 2. pruning levels in increasing FLOPs reduction (the D-Score sensitivity analysis runs
-   once and is cached), tried at the precisions in order of their measured dense speed,
+   once and is cached; with ``--search-levels-in latency`` the levels are measured
+   latency reductions, each allocated by ``--latency-reduction`` at the candidate's
+   precision), tried at the precisions in order of their measured dense speed,
    first compensated only (no training: seconds), and recovered only when the
    compensated candidate missed the accuracy budget AND its measured latency can still
    win (faster, beyond the tie margin, than the fastest candidate within budget so far:
@@ -74,6 +76,7 @@ RUNTIME_PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 @dataclass
 class SearchConfig:
     flops_levels: list[float] = field(default_factory=lambda: default("search_levels"))
+    level_metric: str = "flops"  # what a level reduces: "flops" or "latency"
     precisions: list[str] | None = None  # default: the runtime precisions of the target
     ternary: bool = False
     criterion: str = DEFAULT_CRITERION
@@ -81,7 +84,8 @@ class SearchConfig:
     time_budget_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"flops_levels": self.flops_levels, "precisions": self.precisions,
+        return {"flops_levels": self.flops_levels, "level_metric": self.level_metric,
+                "precisions": self.precisions,
                 "ternary": self.ternary, "criterion": self.criterion,
                 "max_trials": self.max_trials, "time_budget_s": self.time_budget_s}
 
@@ -166,9 +170,11 @@ class Search:
         if trial.flops_reduction:
             template = self.base.prune or PruneConfig(criterion=self.config.criterion,
                                                       options=PruneOptions())
+            by_level = trial.flops_reduction if trial.threshold is None else None
+            in_latency = self.config.level_metric == "latency"
             prune = PruneConfig(criterion=self.config.criterion,
-                                flops_reduction=(trial.flops_reduction if trial.threshold is None
-                                                 else None),
+                                flops_reduction=None if in_latency else by_level,
+                                latency_reduction=by_level if in_latency else None,
                                 threshold=trial.threshold,
                                 sensitivity_samples=template.sensitivity_samples,
                                 options=template.options,
@@ -216,6 +222,7 @@ class Search:
         from edgeprune.pipeline import check_output_dir
 
         check_output_dir(self.base.out_dir)
+        self._check_level_metric()
         self.root.mkdir(parents=True, exist_ok=True)
         precisions = self.config.precisions or [
             p for p in self.base.target.precisions if p in RUNTIME_PRECISIONS]
@@ -264,8 +271,7 @@ class Search:
         precisions are not tried), "too_slow" (accurate enough, latency goal missed),
         "accuracy_missed" (every precision lost too much) or "stopped" (trial/time budget
         spent)."""
-        tag = f"prune{round(level * 100):02d}" + (f"-keep-{'-'.join(keep)}" if keep
-                                                   else "")
+        tag = self._tag(level) + (f"-keep-{'-'.join(keep)}" if keep else "")
         first: Trial | None = None
         first_recovered: Trial | None = None
         accurate = False
@@ -309,11 +315,30 @@ class Search:
                        f"fastest candidate within budget ({min(passing):.3f} ms)")  # type: ignore[type-var]
         return False
 
+    def _check_level_metric(self) -> None:
+        """Latency levels need latency tables measured by the target's runner: refused
+        before any candidate runs where the target builds its engines on the device."""
+        from edgeprune.backends import get_backend
+        from edgeprune.errors import InputError
+
+        target = self.base.target
+        if (self.config.level_metric == "latency" and self.config.flops_levels
+                and getattr(get_backend(target.backend), "needs_device", False)):
+            raise InputError(f"--search-levels-in latency measures latency tables with the "
+                             f"target's runner, and {target.name} builds its engines on the "
+                             "device (not supported for tables yet)",
+                             fix="use --search-levels-in flops for this target")
+
+    def _tag(self, level: float) -> str:
+        """A level's candidate-name prefix: prune30 (FLOPs) or latency30 (latency)."""
+        kind = "latency" if self.config.level_metric == "latency" else "prune"
+        return f"{kind}{round(level * 100):02d}"
+
     def _most_damaged_group(self, level: float) -> tuple[str, float | None] | None:
         """The layer group whose pruning alone cost the most accuracy at the ratio the
         level gave it, and the level's sensitivity threshold (read from the level's
         sensitivity analysis and plan)."""
-        tag = f"prune{round(level * 100):02d}"
+        tag = self._tag(level)
         for trial in self.trials:
             if not trial.name.startswith(tag + "-") or "-keep-" in trial.name:
                 continue
@@ -326,9 +351,12 @@ class Search:
                 continue
             damage = {}
             for group, ratio in ratios.items():
-                points = dict((round(r, 4), acc) for r, acc in curves.get(group, []))
-                if ratio > 0 and round(ratio, 4) in points:
-                    damage[group] = points[round(ratio, 4)]
+                # the curve's first step at or beyond the group's ratio (a latency level's
+                # ratios come from measured channel counts, between the curve's steps)
+                at = next((acc for r, acc in curves.get(group, []) if r >= ratio - 1e-4),
+                          None)
+                if ratio > 0 and at is not None:
+                    damage[group] = at
             if damage:
                 return min(damage, key=damage.__getitem__), threshold
         return None

@@ -200,3 +200,32 @@ def test_level_over_budget_retries_with_its_worst_group_unpruned(
     assert keep_prune["ratios"] == {**level_prune["ratios"], group: 0.0}
     assert keep_prune["flops_reduction"] < level_prune["flops_reduction"]
     assert keep_prune["sensitivity_cache"].startswith("reused")
+
+
+def test_search_levels_in_latency_allocate_by_measured_latency(fashion_ckpt: Path,
+                                                                fashion_small: Path,
+                                                                tmp_path: Path) -> None:
+    """--search-levels-in latency: a level is a --latency-reduction at the candidate's
+    precision (tables measured by the target's runner), named latencyNN-..., and the
+    candidate's prune stage reports the measured allocation; a target that builds its
+    engines on the device is refused with exit 2 before any candidate runs."""
+    out = tmp_path / "out"
+    result = run_cli("compile", fashion_ckpt, "--data", fashion_small, *FASHION_ARGS, *SMALL,
+                     "--search", "--search-levels-in", "latency", "--search-levels", "0.2",
+                     "--search-precisions", "fp32", "--max-drop", "100", "--out", out,
+                     "--json")
+    assert result.code == 0, result.stderr
+    search = json.loads(result.stdout)["search"]
+    level = [t for t in search["trials"] if t["name"].startswith("latency20-fp32")]
+    assert level and not any(t["name"].startswith("prune") for t in search["trials"])
+    prune = json.loads((Path(level[0]["out"]) / "03-prune" / "metrics.json").read_text())
+    assert prune["allocation"] == "latency"
+    latency = prune["choice"]["latency"]
+    assert latency["target"] == 0.2 and latency["precision"] == "fp32"
+    assert latency["attempts"] and latency["measured_ms"] > 0
+    refused = run_cli("compile", fashion_ckpt, "--data", fashion_small, *FASHION_ARGS,
+                      "--target", "jetson", "--search", "--search-levels-in", "latency",
+                      "--out", tmp_path / "jetson")
+    assert refused.code == 2, refused.stderr
+    assert "--search-levels-in flops" in refused.stderr and "Traceback" not in refused.stderr
+    assert not (tmp_path / "jetson" / "search").exists()

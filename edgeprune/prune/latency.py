@@ -233,9 +233,9 @@ def build_table(model: nn.Module, example: torch.Tensor, criterion: Criterion,
         dense_ms, noise = dense_pair(measured[0], measured[1])
         entries[group.name] = {
             "channels": group.channels, "dense_ms": dense_ms, "dense_noise_ms": noise,
-            "points": [{"kept": k, "saved_ms": dense_ms - m["p50_ms"],
+            "points": [{**m, "kept": k, "saved_ms": dense_ms - m["p50_ms"],
                         "noise_ms": max(m["noise_ms"], noise),
-                        "saved_flops": dense_flops - count_flops(v, shape), **m}
+                        "saved_flops": dense_flops - count_flops(v, shape)}
                        for k, m, v in zip(grids[group.name], measured[2:], variants[2:],
                                           strict=True)]}
     dense_all = [e["dense_ms"] for e in entries.values()]

@@ -132,7 +132,11 @@ def _allocate(model: nn.Module, example: torch.Tensor, config: PruneConfig,
             raise InputError("--latency-reduction needs a target to measure on",
                              fix="run it through `edgeprune prune` or `compile` with --target")
         assert config.latency_reduction is not None
-        found = allocate_for_latency(model, example, analysis, criterion, options,
+        # groups kept unpruned take no part in the allocation (the measured latency must
+        # be the latency of what is built)
+        free = {**analysis, "curves": {g: c for g, c in analysis["curves"].items()
+                                       if g not in config.keep_groups}}
+        found = allocate_for_latency(model, example, free, criterion, options,
                                      config.latency_reduction, latency)
         return {"allocation": "latency", **found, "analysis": analysis}
     if config.threshold is not None:
