@@ -111,7 +111,7 @@ def main() -> int:
                         help="resnet20..resnet56 (32², labels), lite0, mobilenetv2, resnet18")
     parser.add_argument("--reduction", type=float, default=0.3)
     parser.add_argument("--precision", default="bf16", choices=("fp32", "bf16"))
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--sensitivity-images", type=int, default=0,
                         help="default: 1000 at 32², 128 at 224²")
     parser.add_argument("--eval-images", type=int, default=0,
@@ -149,13 +149,14 @@ def main() -> int:
     lat_flops_red = 1 - count_flops(lat_model, shape) / flops
 
     # the FLOPs allocation at the same FLOPs, then secant steps to the same latency
-    matching, search = LatencyProbe("openvino", args.precision, rounds=3, options=OV), []
+    matching, search = LatencyProbe("openvino", args.precision, options=OV), []
     reduction = lat_flops_red
     for _ in range(4):
         fl = search_threshold(model, example, analysis, dscore, options, reduction)
         fl_model = prune_copy(model, example, fl["ratios"], dscore, options)[0]
-        m_lat, m_fl = matching.measure([lat_model, fl_model], example, train_x[:1])
-        gap = m_fl["p50_ms"] / m_lat["p50_ms"] - 1
+        _, m_fl = matching.measure([lat_model, fl_model], example, train_x[:1],
+                                   reference=1)
+        gap = m_fl["ratio"] - 1
         search.append({"requested_flops_reduction": reduction,
                        "flops_reduction": 1 - count_flops(fl_model, shape) / flops,
                        "ratios": fl["ratios"], "latency_vs_latency_allocated": 1 + gap})
@@ -182,9 +183,9 @@ def main() -> int:
         print(name, accuracy[name], flush=True)
     rows: dict = {}
     for precision in ("fp32", "bf16"):
-        side = LatencyProbe("openvino", precision, rounds=args.rounds, iterations=300,
-                            seconds=0.5, options=OV)
-        measured = side.measure(list(models.values()), example, train_x[:1])
+        side = LatencyProbe("openvino", precision, rounds=args.rounds, iterations=100,
+                            seconds=0.2, options=OV)
+        measured = side.measure(list(models.values()), example, train_x[:1], reference=1)
         for name, m in zip(models, measured, strict=True):
             rows.setdefault(name, {})[precision] = m
     dense_bf16 = rows["dense"]["bf16"]["p50_ms"]
@@ -192,12 +193,14 @@ def main() -> int:
     for name, net in models.items():
         for precision in ("fp32", "bf16"):
             p50 = rows[name][precision]["p50_ms"]
-            speed = rows["dense"][precision]["p50_ms"] / p50
+            speed = 1 / rows[name][precision]["ratio"]  # paired per round with dense
             flops_ratio = flops / count_flops(net, shape)
             table.append({
                 "model": name, "precision": precision, "p50_ms": p50,
                 "noise_ms": rows[name][precision]["noise_ms"],
-                "vs_dense_same_precision": speed, "vs_dense_bf16": dense_bf16 / p50,
+                "ratio_noise": rows[name][precision]["ratio_noise"],
+                "vs_dense_same_precision": speed, "vs_dense_bf16":
+                speed if precision == "bf16" else dense_bf16 / p50,  # fp32: across runs
                 "flops_ratio": flops_ratio, "latency_ratio_over_flops_ratio":
                 speed / flops_ratio, "accuracy": accuracy[name]})
             print(json.dumps(table[-1]), flush=True)

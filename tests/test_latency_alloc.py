@@ -17,6 +17,7 @@ from edgeprune.prune.latency import (
     allocate,
     build_table,
     grid,
+    paired_ratios,
     predict,
     ratio_for,
     steps,
@@ -27,6 +28,25 @@ from edgeprune.prune.structural import PruneGroup, PruneOptions, find_groups, pr
 def _group(name: str, channels: int, groups: int = 1) -> PruneGroup:
     return PruneGroup(name=name, root=nn.Identity(), channels=channels, producers=[],
                       members=[], residual=False, channel_groups=groups)
+
+
+def test_paired_ratios_cancel_a_slow_process_and_drift_between_rounds() -> None:
+    # dense copies a, b and a variant 20% faster; the machine drifts 1.0 -> 1.3 -> 0.9
+    # between rounds, and the whole process runs 1.35x slow
+    drift = np.array([1.0, 1.3, 0.9, 1.1, 1.0])[:, None]
+    base = np.array([[1.00, 1.01, 0.80]])
+    for scale in (1.0, 1.35):
+        out = paired_ratios(scale * drift * base, reference=2)
+        assert out[2]["ratio"] == pytest.approx(0.80 / 1.005)
+        assert out[2]["ratio_noise"] == pytest.approx(0.0, abs=1e-9)  # no noise left
+        assert out[2]["noise_ms"] > 0.3  # while the p50s alone spread widely
+    # a variant whose ratio is noisy round to round has a noise that covers its spread
+    noisy = base * drift
+    noisy[1, 2] *= 1.1
+    noisy[3, 2] *= 0.93
+    out = paired_ratios(noisy, reference=2)
+    assert 0 < out[2]["ratio_noise"] < 0.1
+    assert out[2]["ratio"] == pytest.approx(0.80 / 1.005, rel=0.02)
 
 
 def test_grid_is_aligned_and_respects_min_channels_and_channel_groups() -> None:
@@ -135,6 +155,10 @@ def test_measured_table_on_openvino_and_its_cache(tmp_path) -> None:
     # the smallest variant of the wide group really is faster than the dense model
     wide = max(groups, key=lambda g: g.channels)
     assert table["groups"][wide.name]["points"][-1]["saved_ms"] > 0
+    # savings are the paired ratios in ms of the table's one reference latency
+    for entry in table["groups"].values():
+        for p in entry["points"]:
+            assert p["saved_ms"] == pytest.approx((1 - p["ratio"]) * table["dense_ms"])
     assert notes and "cached" not in table
     again = build_table(model, example, dscore, PruneOptions(), probe, inputs, tmp_path)
     assert again["cached"] and again["groups"] == table["groups"]
@@ -204,3 +228,31 @@ def test_allocation_is_measured_predicted_first_and_never_measured_twice(tmp_pat
         summary["predicted_ms"] / summary["measured_ms"] - 1)
     assert out["target_met"] == (out["reduction"] >= 0.3 - 0.03)
     assert bool(out["warnings"]) == (abs(out["reduction"] - 0.3) > 0.03)
+
+
+class _ScriptedProbe(LatencyProbe):
+    """Latencies from a formula instead of a runtime (the real runs are tested above): a
+    model's latency is its parameter count, and the runner of the second call is slow."""
+
+    calls = 0
+
+    def measure(self, models, example, inputs, reference=1):  # type: ignore[override]
+        type(self).calls += 1
+        scale = 1.5 if type(self).calls == 2 else 1.0
+        row = np.array([[scale * sum(p.numel() for p in m.parameters()) for m in models]])
+        return paired_ratios(np.repeat(row, 3, axis=0), reference)
+
+
+def test_a_table_group_whose_runner_ran_slow_is_measured_again() -> None:
+    model = _Net().eval()
+    example = torch.randn(2, 3, 64, 64)
+    inputs = np.zeros((1, 3, 64, 64), np.float32)
+    _ScriptedProbe.calls = 0
+    table = build_table(model, example, dscore, PruneOptions(), _ScriptedProbe("x", "fp32"),
+                        inputs)
+    entries = list(table["groups"].values())
+    assert len(entries) >= 2
+    assert [bool(e.get("remeasured")) for e in entries] == [False, True] + [False] * (
+        len(entries) - 2)
+    assert len({round(e["dense_ms"]) for e in entries}) == 1  # the slow run was replaced
+    assert _ScriptedProbe.calls == len(entries) + 1
